@@ -1,0 +1,91 @@
+"""The ledger: the single source of truth for requests, items, vendor jobs, the status
+history and the outbox of status events.
+
+Every method is one transaction. A ledger object is used by one thread; each loop of the
+worker opens its own (`open_ledger`). Backends raise `LedgerUnavailable` when the database
+cannot be reached or is locked beyond its timeout, so callers can back off and retry
+without losing work; any other exception is a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from consumer.model import Status
+from consumer.work import (
+    Change,
+    DueJob,
+    NewRequest,
+    OutboxEvent,
+    ReadySummary,
+    RecordResult,
+    RequestTrail,
+    WorkItem,
+)
+
+
+class LedgerUnavailable(Exception):
+    """The database cannot be reached right now; the operation had no effect."""
+
+
+class Ledger(Protocol):
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe to call from several replicas at once."""
+
+    def ping(self) -> None:
+        """Raise LedgerUnavailable unless the database answers."""
+
+    def record_requests(self, batch: Sequence[NewRequest], now: datetime) -> RecordResult:
+        """Store new requests, their items (QUEUED), skipped vendor scopes and their events.
+
+        Idempotent on request_id: a request already stored, or repeated in the batch, is
+        reported as a duplicate and changes nothing.
+        """
+
+    def ready_items(self, vendor: str, now: datetime, limit: int) -> ReadySummary:
+        """Items that a claim would return now (counted up to `limit`)."""
+
+    def claim_items(
+        self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
+    ) -> list[WorkItem]:
+        """Lease up to `limit` QUEUED items whose next attempt is due, oldest first.
+
+        Items leased by another owner are skipped until their lease expires, so the items
+        of a worker that died are sent again after `lease_until`.
+        """
+
+    def claim_due_jobs(
+        self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
+    ) -> list[DueJob]:
+        """Lease open jobs whose `next_poll_at` has passed, with their open items."""
+
+    def apply(self, change: Change, now: datetime) -> list[Status]:
+        """Apply item and job updates atomically, release their leases, and record the
+        status events they cause (vendor scope, then request scope). Returns the new
+        statuses of the scopes that changed, for metrics."""
+
+    def pending_events(self, limit: int) -> list[OutboxEvent]:
+        """Unpublished status events in the order they were recorded."""
+
+    def mark_published(self, seqs: Sequence[int], now: datetime) -> None:
+        """Remove events from the outbox (they stay in the history)."""
+
+    def try_lease(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
+        """Take or renew a named lease (e.g. the single outbox publisher) if it is free,
+        expired or already ours."""
+
+    def trail(self, request_id: str) -> RequestTrail | None:
+        """A request's audit trail, or None if the request is unknown."""
+
+    def item_counts(self) -> dict[tuple[str, Status], int]:
+        """Items per (vendor, status), for the `erasure_items` gauge."""
+
+    def oldest_open_request_at(self) -> datetime | None:
+        """`requested_at` of the oldest request without a terminal request status."""
+
+    def outbox_backlog(self) -> int:
+        """Status events recorded but not yet published."""
+
+    def close(self) -> None: ...
