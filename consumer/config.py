@@ -154,7 +154,7 @@ class AcquiaCdpSettings(VendorSettings):
     tenant_id: int = Field(ge=1)
     username: str = Field(min_length=1)
     password: SecretStr
-    token_field: str = "access_token"
+    token_field: str = "access_token"  # noqa: S105 (a field name, not a secret)
     weekly_quota: int = Field(default=9990, ge=1)
     batch_size: int = Field(default=200, ge=1)
 
@@ -238,7 +238,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 
 
 def format_validation_error(error: ValidationError) -> str:
-    """One line per problem, each naming its key; input values are left out (they may be secrets)."""
+    """One line per problem, each naming its key; input values stay out (they may be secrets)."""
     lines = []
     for problem in error.errors(include_input=False, include_url=False):
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
@@ -259,7 +259,9 @@ def redact_url(url: str) -> str:
 
 def _expand(node: Any, environ: Mapping[str, str], path: Path, key: tuple[str, ...]) -> Any:
     if isinstance(node, dict):
-        return {name: _expand(value, environ, path, (*key, str(name))) for name, value in node.items()}
+        return {
+            name: _expand(value, environ, path, (*key, str(name))) for name, value in node.items()
+        }
     if isinstance(node, list):
         return [_expand(value, environ, path, (*key, str(i))) for i, value in enumerate(node)]
     if isinstance(node, str):
@@ -267,7 +269,9 @@ def _expand(node: Any, environ: Mapping[str, str], path: Path, key: tuple[str, .
     return node
 
 
-def _lookup(match: re.Match[str], environ: Mapping[str, str], path: Path, key: tuple[str, ...]) -> str:
+def _lookup(
+    match: re.Match[str], environ: Mapping[str, str], path: Path, key: tuple[str, ...]
+) -> str:
     name = match.group(1)
     if name not in environ:
         raise ConfigError(f"{path}: {'.'.join(key)}: environment variable {name} is not set")

@@ -81,7 +81,7 @@ class ItemUpdate:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job the vendor accepted; its items move to `status` and it is polled from `next_poll_at`."""
+    """A job the vendor accepted; its items take `status`; it is polled from `next_poll_at`."""
 
     vendor: str
     vendor_job_id: str

@@ -1,0 +1,195 @@
+"""Per-vendor submission: claim queued items from the ledger, send them in batches, record
+what the vendor said.
+
+A batch is sent when it is full (`batch_size`) or when its oldest item has waited
+`flush_interval_seconds`, and calls never exceed `rate_per_second`. Claims are leases, so
+the items of a worker that died mid-call are sent again once the lease expires. This runs
+on its own thread: the Kafka loop never waits on a vendor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from consumer.attempts import backoff_seconds, retry_or_fail, settle
+from consumer.config import VendorSettings
+from consumer.ledger.base import Ledger, LedgerUnavailable
+from consumer.metrics import VENDOR_BATCH_SIZE
+from consumer.model import Status
+from consumer.vendor_health import VendorHealth
+from consumer.vendors.base import (
+    PermanentVendorError,
+    RetryableVendorError,
+    SubmitResult,
+    VendorAdapter,
+    VendorAuthError,
+)
+from consumer.work import Change, ItemUpdate, NewJob, WorkItem
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+IDLE_WAIT_SECONDS = 1.0
+AUTH_FAILURE_WAIT_SECONDS = 60.0
+
+
+def lease_seconds(settings: VendorSettings) -> float:
+    """Long enough for one call with its in-call retries; short enough that a dead
+    worker's items come back soon."""
+    return 4 * settings.timeout_seconds + 5.0
+
+
+class RateLimiter:
+    """Spaces calls `1 / rate` seconds apart (monotonic clock)."""
+
+    def __init__(self, rate_per_second: float, monotonic: Callable[[], float] = time.monotonic):
+        self._interval = 1.0 / rate_per_second
+        self._monotonic = monotonic
+        self._next_allowed = 0.0
+
+    def wait_seconds(self) -> float:
+        return max(0.0, self._next_allowed - self._monotonic())
+
+    def spend(self, calls: int) -> None:
+        start = max(self._next_allowed, self._monotonic())
+        self._next_allowed = start + calls * self._interval
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: VendorSettings,
+        ledger: Ledger,
+        adapter: VendorAdapter,
+        owner: str,
+        clock: Clock,
+        health: VendorHealth,
+        stop: threading.Event,
+    ) -> None:
+        self.vendor = settings.vendor
+        self._settings = settings
+        self._ledger = ledger
+        self._adapter = adapter
+        self._owner = owner
+        self._clock = clock
+        self._health = health
+        self._stop = stop
+        self._limiter = RateLimiter(settings.rate_per_second)
+
+    def step(self) -> float:
+        """Send at most one batch; return how long to wait before the next step."""
+        if not self._health.is_up:
+            self._health.wait_for_recovery(self._stop, AUTH_FAILURE_WAIT_SECONDS)
+        wait = self._limiter.wait_seconds()
+        if wait > 0:
+            return wait
+        now = self._clock()
+        wait = self._seconds_until_batch_due(now)
+        if wait > 0:
+            return wait
+        items = self._ledger.claim_items(
+            self.vendor,
+            now,
+            self._settings.batch_size,
+            self._owner,
+            now + timedelta(seconds=lease_seconds(self._settings)),
+        )
+        if not items:
+            return IDLE_WAIT_SECONDS
+        self._limiter.spend(len({item.destination for item in items}))
+        self._send(items)
+        return 0.0
+
+    def _seconds_until_batch_due(self, now: datetime) -> float:
+        ready = self._ledger.ready_items(self.vendor, now, self._settings.batch_size)
+        if ready.count == 0 or ready.oldest_ready_at is None:
+            return IDLE_WAIT_SECONDS
+        if ready.count >= self._settings.batch_size:
+            return 0.0
+        due_at = ready.oldest_ready_at + timedelta(seconds=self._settings.flush_interval_seconds)
+        return min(max(0.0, (due_at - now).total_seconds()), IDLE_WAIT_SECONDS)
+
+    def _send(self, items: Sequence[WorkItem]) -> None:
+        VENDOR_BATCH_SIZE.labels(vendor=self.vendor).observe(len(items))
+        try:
+            result = self._adapter.submit(items)
+        except VendorAuthError as error:
+            log.error("%s refused our credentials; items wait: %s", self.vendor, error)
+            self._health.mark_down(str(error))
+            self._record(Change(released_item_ids=tuple(item.item_id for item in items)))
+            return
+        except RetryableVendorError as error:
+            log.warning("%s submission failed, will retry: %s", self.vendor, error)
+            self._record(self._retry_all(items, str(error), error.retry_after))
+            return
+        except PermanentVendorError as error:
+            log.error("%s rejected a batch of %d: %s", self.vendor, len(items), error)
+            self._record(self._fail_all(items, str(error)))
+            return
+        self._health.mark_up()
+        self._record(self.change_for(items, result, self._clock()))
+
+    def change_for(self, items: Sequence[WorkItem], result: SubmitResult, now: datetime) -> Change:
+        """Jobs to poll, items settled at once, items to send again; anything the adapter
+        did not mention is released for another try rather than lost."""
+        by_id = {item.item_id: item for item in items}
+        first_poll = now + timedelta(seconds=self._settings.first_poll_after_seconds)
+        jobs = tuple(
+            NewJob(
+                self.vendor,
+                job.vendor_job_id,
+                job.destination,
+                job.item_ids,
+                job.status,
+                first_poll,
+            )
+            for job in result.jobs
+        )
+        max_attempts = self._settings.max_attempts
+        updates = tuple(
+            settle(by_id[outcome.item_id], outcome.status, outcome.detail, now, max_attempts)
+            for outcome in result.outcomes
+            if outcome.item_id in by_id
+        )
+        mentioned = {item_id for job in jobs for item_id in job.item_ids}
+        mentioned.update(update.item_id for update in updates)
+        unmentioned = tuple(item_id for item_id in by_id if item_id not in mentioned)
+        return Change(items=updates, new_jobs=jobs, released_item_ids=unmentioned)
+
+    def _retry_all(
+        self, items: Sequence[WorkItem], detail: str, retry_after: float | None
+    ) -> Change:
+        now = self._clock()
+        max_attempts = self._settings.max_attempts
+        return Change(
+            items=tuple(
+                retry_or_fail(item, detail, now, max_attempts, retry_after) for item in items
+            )
+        )
+
+    @staticmethod
+    def _fail_all(items: Sequence[WorkItem], detail: str) -> Change:
+        return Change(
+            items=tuple(ItemUpdate(item.item_id, Status.FAILED, detail=detail) for item in items)
+        )
+
+    def _record(self, change: Change) -> None:
+        """The vendor has acted: keep trying to record it, or a restart would resend."""
+        failures = 0
+        while True:
+            try:
+                self._ledger.apply(change, self._clock())
+                return
+            except LedgerUnavailable as error:
+                failures += 1
+                if self._stop.is_set() and failures > 3:
+                    log.error(
+                        "could not record a %s submission before stopping: %s", self.vendor, error
+                    )
+                    raise
+                log.warning("ledger unavailable recording a %s submission: %s", self.vendor, error)
+                self._stop.wait(min(backoff_seconds(failures), 10.0))

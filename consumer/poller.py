@@ -1,0 +1,125 @@
+"""Per-vendor job polling: ask the vendor about jobs whose `next_poll_at` has come, and record
+the answer in the ledger.
+
+Cadence is per vendor (`poll_interval_seconds`); a failed poll backs off without touching
+the items; a job the vendor reports FAILED sends its items again, attempts permitting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from consumer.attempts import backoff_seconds, retry_or_fail, settle
+from consumer.config import VendorSettings
+from consumer.dispatch import lease_seconds
+from consumer.ledger.base import Ledger
+from consumer.model import Status
+from consumer.vendor_health import VendorHealth
+from consumer.vendors.base import (
+    PermanentVendorError,
+    PollResult,
+    RetryableVendorError,
+    VendorAdapter,
+    VendorAuthError,
+)
+from consumer.work import Change, DueJob, ItemUpdate, JobUpdate
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+JOBS_PER_CLAIM = 20
+IDLE_WAIT_SECONDS = 1.0
+AUTH_FAILURE_WAIT_SECONDS = 60.0
+
+
+class Poller:
+    def __init__(
+        self,
+        settings: VendorSettings,
+        ledger: Ledger,
+        adapter: VendorAdapter,
+        owner: str,
+        clock: Clock,
+        health: VendorHealth,
+        stop: threading.Event,
+    ) -> None:
+        self.vendor = settings.vendor
+        self._settings = settings
+        self._ledger = ledger
+        self._adapter = adapter
+        self._owner = owner
+        self._clock = clock
+        self._health = health
+        self._stop = stop
+
+    def step(self) -> float:
+        """Poll the jobs that are due now; return how long to wait before looking again."""
+        if not self._health.is_up:
+            self._health.wait_for_recovery(self._stop, AUTH_FAILURE_WAIT_SECONDS)
+        now = self._clock()
+        lease = timedelta(seconds=lease_seconds(self._settings) * JOBS_PER_CLAIM)
+        jobs = self._ledger.claim_due_jobs(
+            self.vendor, now, JOBS_PER_CLAIM, self._owner, now + lease
+        )
+        for job in jobs:
+            if self._stop.is_set():
+                self._ledger.apply(Change(jobs=(self._unchanged(job, now, 0.0),)), now)
+                continue
+            self._ledger.apply(self._poll(job), self._clock())
+        return 0.0 if len(jobs) == JOBS_PER_CLAIM else IDLE_WAIT_SECONDS
+
+    def _poll(self, job: DueJob) -> Change:
+        try:
+            result = self._adapter.poll(job)
+        except VendorAuthError as error:
+            log.error("%s refused our credentials while polling: %s", self.vendor, error)
+            self._health.mark_down(str(error))
+            return Change(jobs=(self._unchanged(job, self._clock(), AUTH_FAILURE_WAIT_SECONDS),))
+        except RetryableVendorError as error:
+            failures = job.poll_failures + 1
+            log.warning("%s poll failed (%d in a row): %s", self.vendor, failures, error)
+            delay = backoff_seconds(failures, error.retry_after)
+            return Change(jobs=(self._unchanged(job, self._clock(), delay, failures, str(error)),))
+        except PermanentVendorError as error:
+            result = PollResult(Status.FAILED, detail=str(error))
+        self._health.mark_up()
+        return self.change_for(job, result, self._clock())
+
+    def change_for(self, job: DueJob, result: PollResult, now: datetime) -> Change:
+        if result.job_status is Status.FAILED:
+            detail = f"vendor job {job.vendor_job_id} failed: {result.detail or 'no detail'}"
+            retries = tuple(
+                retry_or_fail(item, detail, now, self._settings.max_attempts) for item in job.items
+            )
+            return Change(
+                items=retries, jobs=(JobUpdate(job.job_id, Status.FAILED, None, detail=detail),)
+            )
+        if not result.job_status.is_terminal:
+            next_poll = now + timedelta(seconds=self._settings.poll_interval_seconds)
+            moved = tuple(
+                ItemUpdate(item.item_id, result.job_status)
+                for item in job.items
+                if item.status.rank < result.job_status.rank
+            )
+            return Change(items=moved, jobs=(JobUpdate(job.job_id, result.job_status, next_poll),))
+        by_id = {item.item_id: item for item in job.items}
+        max_attempts = self._settings.max_attempts
+        updates = tuple(
+            settle(by_id[outcome.item_id], outcome.status, outcome.detail, now, max_attempts)
+            for outcome in result.outcomes
+            if outcome.item_id in by_id
+        )
+        return Change(items=updates, jobs=(JobUpdate(job.job_id, result.job_status, None),))
+
+    @staticmethod
+    def _unchanged(
+        job: DueJob, now: datetime, delay: float, failures: int = 0, detail: str | None = None
+    ) -> JobUpdate:
+        """Poll again after `delay`, leaving the job's status as its items show it."""
+        status = max(
+            (item.status for item in job.items), key=lambda s: s.rank, default=Status.SUBMITTED
+        )
+        return JobUpdate(job.job_id, status, now + timedelta(seconds=delay), failures, detail)
