@@ -28,6 +28,7 @@ from consumer.vendors.base import (
     VendorAdapter,
     VendorAuthError,
 )
+from consumer.vendors.http import RetryPolicy
 from consumer.work import Change, ItemUpdate, NewJob, WorkItem
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,13 @@ IDLE_WAIT_SECONDS = 1.0
 AUTH_FAILURE_WAIT_SECONDS = 60.0
 
 
-def lease_seconds(settings: VendorSettings) -> float:
-    """Long enough for one call with its in-call retries; short enough that a dead
-    worker's items come back soon."""
-    return 4 * settings.timeout_seconds + 5.0
+def lease_seconds(settings: VendorSettings, calls: int = 1) -> float:
+    """Long enough for `calls` vendor calls with their in-call retries and a token fetch;
+    short enough that a dead worker's items come back soon."""
+    policy = RetryPolicy()
+    waits = (policy.attempts - 1) * policy.cap_seconds
+    per_call = policy.attempts * settings.timeout_seconds + waits
+    return calls * per_call + settings.timeout_seconds
 
 
 class RateLimiter:
@@ -91,12 +95,9 @@ class Dispatcher:
         wait = self._seconds_until_batch_due(now)
         if wait > 0:
             return wait
+        lease = lease_seconds(self._settings, calls=len(self._settings.destinations))
         items = self._ledger.claim_items(
-            self.vendor,
-            now,
-            self._settings.batch_size,
-            self._owner,
-            now + timedelta(seconds=lease_seconds(self._settings)),
+            self.vendor, now, self._settings.batch_size, self._owner, now + timedelta(seconds=lease)
         )
         if not items:
             return IDLE_WAIT_SECONDS

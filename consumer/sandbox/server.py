@@ -157,8 +157,9 @@ class Call:
     """One request as seen by the sandbox. Holds no headers or bodies (tokens, personal data).
 
     ``status`` is None when the connection was reset instead of answered;
-    ``timestamp`` is ``Clock.now()`` (monotonic seconds) when the request was
-    finished, so tests can measure back-off between calls.
+    ``timestamp`` is ``Clock.now()`` (monotonic seconds) just before the answer
+    is sent, so tests can measure back-off between calls. A call is logged
+    before its response leaves, so a client that has its answer sees the call.
     """
 
     method: str
@@ -206,6 +207,20 @@ def json_response(
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     content_type = ("Content-Type", "application/json;charset=UTF-8")
     return Response(status, body, (content_type, *headers))
+
+
+def parse_json_body(body: bytes) -> object:
+    """Decode a strict UTF-8 JSON request body; ValueError (value-free message) if it is not.
+
+    Vendors with JSON APIs reject malformed bodies with 400; sandboxes map the
+    ValueError to that without echoing the body, which may hold personal data.
+    """
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("request body is not valid UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"request body is not JSON (line {error.lineno})") from None
 
 
 def parse_media_type(value: str) -> tuple[str, dict[str, str]]:
@@ -446,6 +461,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             pass
 
     def _respond(self, request: Request, response: Response, fault: Fault | None) -> None:
+        # Log first: once the client holds the response, the call must already be visible.
+        self._record(request, response.status, fault)
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)
@@ -454,15 +471,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(response.body)
-        self._record(request, response.status, fault)
 
     def _reset(self, request: Request) -> None:
         """Abort the TCP connection: SO_LINGER 0 makes close() send RST instead of FIN."""
+        self._record(request, None, Fault.reset())
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
-        self._record(request, None, Fault.reset())
 
     def _record(self, request: Request, status: int | None, fault: Fault | None) -> None:
         core = self._core()

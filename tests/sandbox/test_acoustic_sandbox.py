@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.sandbox.acoustic import AcousticSandbox, ErasureCsvError, parse_erasure_csv
-from consumer.sandbox.server import Fault
+from consumer.sandbox.server import Fault, parse_json_body
 
 DB = 10091
 CSV_TYPE = "text/csv;charset=UTF-8"
@@ -123,14 +123,25 @@ def result_of(sandbox: AcousticSandbox, token: str, job_id: int) -> dict[str, An
     return result
 
 
-def csv_body(pairs: list[tuple[str, str]], lineterminator: str = "\r\n") -> bytes:
+def csv_body(
+    pairs: list[tuple[str, str]], lineterminator: str = "\r\n", *, quote_all: bool = False
+) -> bytes:
     buffer = io.StringIO(newline="")
-    csv.writer(buffer, lineterminator=lineterminator).writerows(pairs)
+    if quote_all:
+        csv.writer(buffer, lineterminator=lineterminator, quoting=csv.QUOTE_ALL).writerows(pairs)
+    else:
+        csv.writer(buffer, lineterminator=lineterminator).writerows(pairs)
     return buffer.getvalue().encode("utf-8")
 
 
+def entry(found: bool, deleted: bool, name: str, value: str) -> dict[str, Any]:
+    """One element of the response's ``contacts`` list."""
+    identifiers = [{"name": name, "value": value}]
+    return {"contactFound": found, "contactDeleted": deleted, "gdprIdentifiers": identifiers}
+
+
 PENDING = {"SUBMITTED", "WAITING", "IN_PROGRESS"}
-EMPTY_META = {
+EMPTY_META: dict[str, Any] = {
     "attributes": {},
     "generalErrors": [],
     "fieldErrors": {},
@@ -187,9 +198,7 @@ def test_token_endpoint_rejects_bad_grants(
 def test_token_endpoint_requires_a_form_body(sandbox: AcousticSandbox) -> None:
     url = f"{sandbox.base_url}/oauth/token"
     as_json = requests.post(url, json=token_form(), timeout=5)
-    repeated = requests.post(
-        url, data=[*token_form().items(), ("client_id", "x")], timeout=5
-    )
+    repeated = requests.post(url, data=[*token_form().items(), ("client_id", "x")], timeout=5)
     assert (as_json.status_code, as_json.json()["error"]) == (400, "invalid_request")
     assert (repeated.status_code, repeated.json()["error"]) == (400, "invalid_request")
 
@@ -368,7 +377,6 @@ def test_job_moves_through_its_lifecycle_to_a_303() -> None:
 
         done = wait_for(completed)
         order = ["SUBMITTED", "WAITING", "IN_PROGRESS"]
-        assert seen[0] == "SUBMITTED"
         assert [order.index(status) for status in seen] == sorted(order.index(s) for s in seen)
         assert done.headers["Location"] == f"{box.base_url}/rest/gdpr_jobs/{job_id}/response"
         assert not box.contact_exists(DB, "EMAIL", "a@x.com")
@@ -388,33 +396,36 @@ def test_response_reports_each_line_in_order(sandbox: AcousticSandbox, token: st
     sandbox.add_contact(DB, {"EMAIL": "c@x.com", "CUSTOMER_ID": "3"})
     sandbox.set_undeletable(DB, "EMAIL", "kept@x.com")
     body = csv_body(
-        [("CUSTOMER_ID", "3"), ("EMAIL", "missing@x.com"), ("EMAIL", "kept@x.com"), ("EMAIL", "a@x.com")]
+        [
+            ("CUSTOMER_ID", "3"),
+            ("EMAIL", "missing@x.com"),
+            ("EMAIL", "kept@x.com"),
+            ("EMAIL", "a@x.com"),
+        ]
     )
     job_id = submit_ok(sandbox, token, body)
     result = result_of(sandbox, token, job_id)
     assert result["databaseId"] == DB
     assert result["timestamp"].endswith("Z")
     assert result["contacts"] == [
-        {"contactFound": True, "contactDeleted": True, "gdprIdentifiers": [{"name": "CUSTOMER_ID", "value": "3"}]},
-        {"contactFound": False, "contactDeleted": False, "gdprIdentifiers": [{"name": "EMAIL", "value": "missing@x.com"}]},
-        {"contactFound": True, "contactDeleted": False, "gdprIdentifiers": [{"name": "EMAIL", "value": "kept@x.com"}]},
-        {"contactFound": True, "contactDeleted": True, "gdprIdentifiers": [{"name": "EMAIL", "value": "a@x.com"}]},
-    ]  # fmt: skip
+        entry(True, True, "CUSTOMER_ID", "3"),
+        entry(False, False, "EMAIL", "missing@x.com"),
+        entry(True, False, "EMAIL", "kept@x.com"),
+        entry(True, True, "EMAIL", "a@x.com"),
+    ]
     assert not sandbox.contact_exists(DB, "EMAIL", "c@x.com")
     assert sandbox.contact_exists(DB, "EMAIL", "kept@x.com")
     assert not sandbox.contact_exists(DB, "CUSTOMER_ID", "1")
 
 
-def test_contact_erased_by_an_earlier_job_is_not_found(sandbox: AcousticSandbox, token: str) -> None:
+def test_contact_erased_by_an_earlier_job_is_not_found(
+    sandbox: AcousticSandbox, token: str
+) -> None:
     sandbox.add_contact(DB, {"EMAIL": "a@x.com"})
     first = result_of(sandbox, token, submit_ok(sandbox, token, b"EMAIL,a@x.com"))
     second = result_of(sandbox, token, submit_ok(sandbox, token, b"EMAIL,a@x.com"))
     assert first["contacts"][0]["contactFound"] is True
-    assert second["contacts"][0] == {
-        "contactFound": False,
-        "contactDeleted": False,
-        "gdprIdentifiers": [{"name": "EMAIL", "value": "a@x.com"}],
-    }
+    assert second["contacts"][0] == entry(False, False, "EMAIL", "a@x.com")
 
 
 def test_erasure_only_touches_its_own_database(sandbox: AcousticSandbox, token: str) -> None:
@@ -439,8 +450,9 @@ def test_failed_jobs_report_failed_and_delete_nothing(sandbox: AcousticSandbox, 
 
 
 def test_archived_job_reports_plain_success_and_no_response() -> None:
-    options = {"job_start_after_seconds": 0.0, "job_duration_seconds": 0.0}
-    with AcousticSandbox(archive_after_seconds=0.1, **options) as box:
+    with AcousticSandbox(
+        job_start_after_seconds=0, job_duration_seconds=0, archive_after_seconds=0.1
+    ) as box:
         box.add_database(DB)
         token = get_token(box)
         job_id = submit_ok(box, token, b"EMAIL,a@x.com")
@@ -495,7 +507,7 @@ def test_wrong_methods_are_405(
 # --------------------------------------------------------------------------- CSV round trip
 
 ROUND_TRIP_FIELDS = ("EMAIL", "内部会員", "CUSTOMER_ID")
-identifier_values = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=30)
+identifier_values = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=30)
 identifier_pairs = st.lists(
     st.tuples(st.sampled_from(ROUND_TRIP_FIELDS), identifier_values), min_size=1, max_size=5
 )
@@ -515,16 +527,39 @@ def test_csv_written_by_python_round_trips_over_http(
 ) -> None:
     box, token = round_trip_sandbox
     result = result_of(box, token, submit_ok(box, token, csv_body(pairs)))
-    parsed = [(entry["gdprIdentifiers"][0]["name"], entry["gdprIdentifiers"][0]["value"]) for entry in result["contacts"]]
+    parsed = [
+        (entry["gdprIdentifiers"][0]["name"], entry["gdprIdentifiers"][0]["value"])
+        for entry in result["contacts"]
+    ]
     assert parsed == pairs
 
 
-@given(pairs=identifier_pairs, lineterminator=st.sampled_from(["\r\n", "\n"]))
-def test_csv_parser_round_trips_python_csv(pairs: list[tuple[str, str]], lineterminator: str) -> None:
-    assert parse_erasure_csv(csv_body(pairs, lineterminator), ROUND_TRIP_FIELDS) == pairs
+@given(pairs=identifier_pairs, quote_all=st.booleans())
+def test_csv_parser_round_trips_python_csv(pairs: list[tuple[str, str]], quote_all: bool) -> None:
+    assert parse_erasure_csv(csv_body(pairs, quote_all=quote_all), ROUND_TRIP_FIELDS) == pairs
 
 
-def test_quoted_commas_quotes_line_breaks_and_non_ascii(sandbox: AcousticSandbox, token: str) -> None:
+@given(pairs=identifier_pairs)
+def test_quote_all_with_bare_newlines_round_trips(pairs: list[tuple[str, str]]) -> None:
+    body = csv_body(pairs, lineterminator="\n", quote_all=True)
+    assert parse_erasure_csv(body, ROUND_TRIP_FIELDS) == pairs
+
+
+def test_minimal_quoting_with_bare_newline_terminator_is_not_safe() -> None:
+    """Python's writer quotes only lineterminator characters: a bare CR then splits a record.
+
+    The sandbox cannot guess the intent, so clients must keep the default
+    ``\r\n`` terminator (or quote every field).
+    """
+    body = csv_body([("EMAIL", "a\rb")], lineterminator="\n")
+    assert body == b"EMAIL,a\rb\n"
+    with pytest.raises(ErasureCsvError):
+        parse_erasure_csv(body, ROUND_TRIP_FIELDS)
+
+
+def test_quoted_commas_quotes_line_breaks_and_non_ascii(
+    sandbox: AcousticSandbox, token: str
+) -> None:
     sandbox.add_contact(DB, {"EMAIL": 'o"brien, jr\r\nåsa@x.com'})
     body = 'EMAIL,"o""brien, jr\r\nåsa@x.com"\r\n'.encode()
     result = result_of(sandbox, token, submit_ok(sandbox, token, body))
@@ -569,15 +604,10 @@ def test_delay_fault_slows_the_response(sandbox: AcousticSandbox, token: str) ->
     response = submit(sandbox, token, b"EMAIL,a@x.com")
     assert time.monotonic() - started >= 0.3
     assert response.status_code == 202
+    sandbox.inject(Fault.delay(1.0), path_prefix="/rest")
+    url = f"{sandbox.base_url}/rest/gdpr_jobs/1/status"
     with pytest.raises(requests.Timeout):
-        sandbox.inject(Fault.delay(1.0), path_prefix="/rest")
-        submit_timeout = requests.post(
-            f"{sandbox.base_url}/rest/databases/{DB}/gdpr_erasure",
-            data=b"EMAIL,a@x.com",
-            headers={**auth(token), "Content-Type": CSV_TYPE},
-            timeout=0.1,
-        )
-        assert submit_timeout is None
+        requests.get(url, headers=auth(token), allow_redirects=False, timeout=0.1)
 
 
 def test_reset_fault_drops_the_connection(sandbox: AcousticSandbox, token: str) -> None:
@@ -590,7 +620,9 @@ def test_reset_fault_drops_the_connection(sandbox: AcousticSandbox, token: str) 
     assert submit(sandbox, token, b"EMAIL,a@x.com").status_code == 202
 
 
-@pytest.mark.parametrize("fault", [Fault.reset(after_processing=True), Fault.status(500, after_processing=True)])
+@pytest.mark.parametrize(
+    "fault", [Fault.reset(after_processing=True), Fault.status(500, after_processing=True)]
+)
 def test_faults_after_processing_hide_a_created_job(
     sandbox: AcousticSandbox, token: str, fault: Fault
 ) -> None:
@@ -676,3 +708,10 @@ def test_database_setup_is_validated(sandbox: AcousticSandbox) -> None:
     with pytest.raises(ValueError):
         sandbox.add_contact(12345, {"EMAIL": "a@x.com"})
     sandbox.add_database(1, ("A", "B", "C", "D", "E"))
+
+
+def test_shared_json_body_helper_is_strict() -> None:
+    assert parse_json_body(b'{"a": [1, "\xc3\xa5"]}') == {"a": [1, "å"]}
+    for bad in (b"", b"{", b"\xff"):
+        with pytest.raises(ValueError):
+            parse_json_body(bad)

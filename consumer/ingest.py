@@ -1,0 +1,420 @@
+"""The consume loop: Kafka batch -> decode and validate -> dead-letter the bad ones ->
+one ledger transaction for the good ones -> commit the offsets.
+
+Offsets are committed only after the ledger holds every request of the batch (and the
+dead-letter topic every rejected message), so a crash at any point re-delivers rather
+than loses: the ledger is idempotent on request_id. The loop only ever waits on Kafka and
+the ledger, never on a vendor.
+
+When the batch cannot be taken right now (the ledger is unavailable, the schema registry
+does not answer, the dead-letter topic does not confirm delivery) the loop keeps the
+batch, pauses its partitions and keeps polling, so the consumer stays in its group while
+it retries with backoff; it resumes once the batch is in. Nothing is committed meanwhile.
+
+Runs on one thread (the main one): rebalance callbacks run inside `consume`, between the
+steps of a batch, never in the middle of one. `stop()` and `state()` may be called from
+any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from consumer.codec import Codec, CodecError, SchemaUnavailable, UndecodableMessage
+from consumer.config import KafkaSettings, VendorSettings
+from consumer.fanout import plan_request
+from consumer.kafka import (
+    Consumer,
+    KafkaFailure,
+    Message,
+    OutgoingMessage,
+    Partition,
+    Producer,
+    consumer_config,
+    producer_config,
+)
+from consumer.ledger.base import Ledger, LedgerUnavailable
+from consumer.metrics import DLQ_MESSAGES, INGEST_BATCH_SECONDS, LEDGER_ERRORS, REQUESTS
+from consumer.model import ErasureRequest
+from consumer.work import RecordResult
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+UNDECODABLE: Final = "undecodable"
+INVALID_REQUEST: Final = "invalid_request"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestTuning:
+    """How the loop batches and retries.
+
+    `batch_size` messages per consume call and ledger transaction (batching the
+    transaction and the commit is worth ~10x in throughput); `poll_timeout` is the longest
+    a consume call waits, which bounds how late `stop()` is noticed; a batch that cannot
+    be taken is retried after `retry_initial` seconds, doubling up to `retry_max`.
+    """
+
+    batch_size: int = 1000
+    poll_timeout: float = 0.2
+    delivery_timeout: float = 10.0
+    retry_initial: float = 0.5
+    retry_max: float = 10.0
+    close_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class IngestState:
+    """What /healthz and /readyz need to know about the loop (a snapshot).
+
+    `last_poll` is the `time.monotonic()` of the last consume call that returned (None
+    before the first); `in_group` is true between an assignment and a loss of membership
+    (a member may own no partition when there are more replicas than partitions).
+    """
+
+    in_group: bool
+    partitions: int
+    last_poll: float | None
+    held_messages: int
+    ledger_available: bool
+
+
+class _DeadLetterFailed(Exception):
+    """The dead-letter topic did not confirm every rejected message of the batch."""
+
+
+class _Entry:
+    """A consumed message and what became of it so far (kept across retries of its batch)."""
+
+    __slots__ = ("dead_lettered", "message", "outcome")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.outcome: ErasureRequest | CodecError | None = None
+        self.dead_lettered = False
+
+
+class Ingest:
+    """Consumes erasure requests into the ledger. Owns the consumer and the producer it is
+    given (closes them on the way out); the ledger stays the caller's."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        dlq_producer: Producer,
+        ledger: Ledger,
+        codec: Codec,
+        vendors: Mapping[str, VendorSettings],
+        *,
+        input_topic: str,
+        dlq_topic: str,
+        clock: Clock = utc_now,
+        tuning: IngestTuning | None = None,
+        on_recorded: Callable[[], None] | None = None,
+    ) -> None:
+        """Subscribes to `input_topic` at once. `vendors` are the enabled ones;
+        `on_recorded` is called after a batch added requests (e.g. `OutboxPublisher.notify`)."""
+        self._consumer = consumer
+        self._producer = dlq_producer
+        self._ledger = ledger
+        self._codec = codec
+        self._vendors = vendors
+        self._dlq_topic = dlq_topic
+        self._clock = clock
+        self._tuning = tuning or IngestTuning()
+        self._on_recorded = on_recorded
+        self._stop = threading.Event()
+        self._held: list[_Entry] = []
+        self._failures = 0
+        self._retry_at = 0.0
+        self._paused: set[Partition] = set()
+        self._assigned: frozenset[Partition] = frozenset()
+        self._uncommitted: dict[Partition, int] = {}
+        self._in_group = False
+        self._last_poll: float | None = None
+        self._ledger_available = True
+        consumer.subscribe([input_topic], self)
+
+    @classmethod
+    def create(
+        cls,
+        kafka: KafkaSettings,
+        ledger: Ledger,
+        codec: Codec,
+        vendors: Mapping[str, VendorSettings],
+        *,
+        clock: Clock = utc_now,
+        tuning: IngestTuning | None = None,
+        on_recorded: Callable[[], None] | None = None,
+    ) -> Ingest:
+        """The loop as `kafka` configures it: its consumer group, input and DLQ topics."""
+        return cls(
+            Consumer(consumer_config(kafka)),
+            Producer(producer_config(kafka)),
+            ledger,
+            codec,
+            vendors,
+            input_topic=kafka.input_topic,
+            dlq_topic=kafka.dlq_topic,
+            clock=clock,
+            tuning=tuning,
+            on_recorded=on_recorded,
+        )
+
+    def run(self) -> None:
+        """Consume until `stop()`; then finish the batch in hand, commit and close.
+        Raises KafkaFailure on a fatal consumer error (after closing)."""
+        try:
+            while not self._stop.is_set():
+                self.poll_once()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask `run` to return after the current step (at most ~`poll_timeout` later)."""
+        self._stop.set()
+
+    def state(self) -> IngestState:
+        return IngestState(
+            in_group=self._in_group,
+            partitions=len(self._assigned),
+            last_poll=self._last_poll,
+            held_messages=len(self._held),
+            ledger_available=self._ledger_available,
+        )
+
+    def poll_once(self) -> None:
+        """One step: take a new batch, or (while one is held) keep polling and retry it
+        once its backoff has passed."""
+        if not self._held:
+            self._held = [_Entry(message) for message in self._consume(self._tuning.poll_timeout)]
+        else:
+            wait = min(self._tuning.poll_timeout, max(0.0, self._retry_at - time.monotonic()))
+            # Paused partitions yield nothing; a partition assigned meanwhile might.
+            self._held.extend(_Entry(message) for message in self._consume(wait))
+            if not self._held:  # all of it was revoked
+                self._resume_all()
+                return
+            self._pause_assigned()
+            if time.monotonic() < self._retry_at:
+                return
+        if self._held:
+            self._take_held()
+
+    # Rebalance listener: called from inside Consumer.consume.
+
+    def on_assign(self, partitions: list[Partition]) -> None:
+        self._assigned = self._assigned | frozenset(partitions)
+        self._in_group = True
+        log.info("Assigned %d partition(s): %s", len(partitions), _names(partitions))
+
+    def on_revoke(self, partitions: list[Partition]) -> None:
+        """Commit what the ledger already has for these partitions, drop the rest: the
+        new owner gets the unwritten messages again."""
+        self._commit_uncommitted(only=frozenset(partitions))
+        self._forget(partitions)
+        log.info("Revoked %d partition(s): %s", len(partitions), _names(partitions))
+
+    def on_lost(self, partitions: list[Partition]) -> None:
+        """Someone else owns these already: commit nothing, drop everything of them."""
+        self._forget(partitions)
+        self._in_group = False
+        log.warning("Lost %d partition(s): %s", len(partitions), _names(partitions))
+
+    # The batch.
+
+    def _consume(self, timeout: float) -> list[Message]:
+        messages = self._consumer.consume(self._tuning.batch_size, timeout)
+        self._last_poll = time.monotonic()
+        return messages
+
+    def _take_held(self) -> None:
+        """Try to take the held batch; on a transient failure keep it and pause."""
+        try:
+            self._take(self._held)
+        except (LedgerUnavailable, SchemaUnavailable, _DeadLetterFailed) as error:
+            self._hold(error)
+            return
+        self._held = []
+        self._failures = 0
+        self._ledger_available = True
+        self._resume_all()
+
+    def _take(self, entries: list[_Entry]) -> None:
+        started = time.perf_counter()
+        self._decode(entries)
+        self._dead_letter(entries)
+        result = self._record(entries)
+        for entry in entries:
+            position = entry.message.offset + 1
+            source = entry.message.source
+            self._uncommitted[source] = max(position, self._uncommitted.get(source, 0))
+        self._commit_uncommitted()
+        INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
+        if result.accepted and self._on_recorded is not None:
+            self._on_recorded()
+
+    def _decode(self, entries: list[_Entry]) -> None:
+        """Decode what is not decoded yet (SchemaUnavailable leaves the rest for the retry)."""
+        for entry in entries:
+            if entry.outcome is None:
+                try:
+                    entry.outcome = self._codec.decode_request(entry.message.value)
+                except SchemaUnavailable:
+                    raise
+                except CodecError as error:
+                    entry.outcome = error
+
+    def _dead_letter(self, entries: list[_Entry]) -> None:
+        """Send the rejected messages not yet sent and wait until the broker has them."""
+        pending = [e for e in entries if isinstance(e.outcome, CodecError) and not e.dead_lettered]
+        if not pending:
+            return
+        outgoing = [self._dead_letter_message(entry) for entry in pending]
+        outcomes = self._producer.deliver(outgoing, self._tuning.delivery_timeout)
+        failures = [failure for failure in outcomes if failure is not None]
+        for entry, failure in zip(pending, outcomes, strict=True):
+            if failure is None:
+                entry.dead_lettered = True
+                self._count_dead_letter(entry)
+        if failures:
+            raise _DeadLetterFailed(f"{len(failures)} dead letter(s) not delivered: {failures[0]}")
+
+    def _dead_letter_message(self, entry: _Entry) -> OutgoingMessage:
+        message = entry.message
+        headers = (
+            ("error.reason", _reason(entry.outcome).encode()),
+            ("error.message", str(entry.outcome).encode()),
+            ("source.topic", message.topic.encode()),
+            ("source.partition", str(message.partition).encode()),
+            ("source.offset", str(message.offset).encode()),
+        )
+        return OutgoingMessage(self._dlq_topic, message.key, message.value, headers)
+
+    def _count_dead_letter(self, entry: _Entry) -> None:
+        reason = _reason(entry.outcome)
+        DLQ_MESSAGES.labels(reason=reason).inc()
+        REQUESTS.labels(outcome="invalid").inc()
+        message = entry.message
+        log.warning(
+            "Dead-lettered %s[%d]@%d (%s): %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+            entry.outcome,
+        )
+
+    def _record(self, entries: list[_Entry]) -> RecordResult:
+        """Record the batch's valid requests in one ledger transaction."""
+        plans = [
+            plan_request(entry.outcome, self._vendors)
+            for entry in entries
+            if isinstance(entry.outcome, ErasureRequest)
+        ]
+        if not plans:
+            return RecordResult(accepted=(), duplicates=())
+        result = self._ledger.record_requests(plans, self._clock())
+        REQUESTS.labels(outcome="accepted").inc(len(result.accepted))
+        REQUESTS.labels(outcome="duplicate").inc(len(result.duplicates))
+        if result.duplicates:
+            log.info("%d duplicate request(s) not fanned out again", len(result.duplicates))
+        return result
+
+    def _hold(self, error: Exception) -> None:
+        """Keep the batch, pause the partitions and schedule the retry."""
+        self._failures += 1
+        if isinstance(error, LedgerUnavailable):
+            self._ledger_available = False
+            LEDGER_ERRORS.labels(loop="ingest").inc()
+        delay = min(self._tuning.retry_max, self._tuning.retry_initial * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+        self._pause_assigned()
+        log.warning(
+            "Cannot take a batch of %d message(s) now (%s: %s); holding it, retry in %.1f s",
+            len(self._held),
+            type(error).__name__,
+            error,
+            delay,
+        )
+
+    # Offsets and partitions.
+
+    def _commit_uncommitted(self, only: Collection[Partition] | None = None) -> None:
+        """Commit positions whose messages the ledger (or the DLQ) already has.
+
+        A failed commit is only logged: the positions stay and go with the next commit,
+        and at worst the messages are delivered again (the ledger ignores duplicates).
+        """
+        positions = {
+            partition: position
+            for partition, position in self._uncommitted.items()
+            if partition in self._assigned and (only is None or partition in only)
+        }
+        if not positions:
+            return
+        try:
+            self._consumer.commit(positions)
+        except KafkaFailure as error:
+            log.warning("Offset commit failed, will retry with the next one: %s", error)
+            return
+        for partition, position in positions.items():
+            if self._uncommitted.get(partition) == position:
+                del self._uncommitted[partition]
+
+    def _forget(self, partitions: Collection[Partition]) -> None:
+        gone = frozenset(partitions)
+        self._held = [entry for entry in self._held if entry.message.source not in gone]
+        self._assigned = self._assigned - gone
+        self._paused -= gone
+        for partition in gone:
+            self._uncommitted.pop(partition, None)
+
+    def _pause_assigned(self) -> None:
+        newly = self._assigned - self._paused
+        if newly:
+            self._consumer.pause(newly)
+            self._paused |= newly
+
+    def _resume_all(self) -> None:
+        paused = self._paused & self._assigned
+        self._paused = set()
+        if paused:
+            self._consumer.resume(paused)
+            log.info("Resumed %d partition(s)", len(paused))
+
+    def _shutdown(self) -> None:
+        """Finish the batch in hand if the ledger takes it, commit, and close."""
+        if self._held:
+            self._take_held()
+            if self._held:
+                log.warning(
+                    "Stopping with %d message(s) not recorded; they will be consumed again",
+                    len(self._held),
+                )
+                self._held = []
+        self._commit_uncommitted()
+        self._consumer.close()
+        self._in_group = False
+        self._assigned = frozenset()
+        left = self._producer.close(self._tuning.close_timeout)
+        if left:
+            log.warning("%d dead letter(s) still in flight at shutdown", left)
+
+
+def _reason(outcome: ErasureRequest | CodecError | None) -> str:
+    return UNDECODABLE if isinstance(outcome, UndecodableMessage) else INVALID_REQUEST
+
+
+def _names(partitions: Collection[Partition]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(partitions))

@@ -1,0 +1,392 @@
+"""The seam to Kafka: the only module that imports `confluent_kafka` (the schema registry
+client aside, which lives in `codec`).
+
+Everything the worker needs from Kafka is a handful of typed verbs on two small classes,
+so ingest and the outbox can be read (and faked) without knowing librdkafka:
+
+- `Consumer`: `subscribe`, `consume`, `commit`, `pause`, `resume`, `close`; offsets are
+  only ever committed explicitly (`enable.auto.commit` and `enable.auto.offset.store` are
+  forced off, whatever `kafka.config` says), so nothing is committed before the ledger
+  has it.
+- `Producer`: `deliver` a batch and learn what became of each message; an idempotent
+  producer that hit a fatal error (Tansu: `UNKNOWN_PRODUCER_ID` after a broker restart)
+  is replaced by a fresh one before the next batch.
+
+Errors surface as `KafkaFailure`, carrying librdkafka's error name and its `retriable`
+and `fatal` flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple, Protocol
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from consumer.config import KafkaSettings
+
+log = logging.getLogger(__name__)
+_librdkafka_log = logging.getLogger("consumer.kafka.librdkafka")
+
+Config = dict[str, Any]
+DeliveryCallback = Callable[[KafkaError | None, confluent_kafka.Message], None]
+
+_QUEUE_FULL_WAIT: Final = 0.1
+
+
+class KafkaFailure(Exception):
+    """A Kafka operation failed; `code` is librdkafka's error name (e.g. `_TRANSPORT`)."""
+
+    def __init__(self, message: str, *, code: str, retriable: bool = False, fatal: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable
+        self.fatal = fatal
+
+
+def _failure(cause: KafkaError | KafkaException, doing: str) -> KafkaFailure:
+    """Map a KafkaError (or a KafkaException, which normally wraps one) to KafkaFailure."""
+    error = cause.args[0] if isinstance(cause, KafkaException) and cause.args else cause
+    if not isinstance(error, KafkaError):
+        return KafkaFailure(f"{doing} failed: {error}", code="_UNKNOWN")
+    return KafkaFailure(
+        f"{doing} failed: {error.name()}: {error.str()}",
+        code=error.name(),
+        retriable=error.retriable(),
+        fatal=error.fatal(),
+    )
+
+
+class ProducerClient(Protocol):
+    """The part of `confluent_kafka.Producer` we use; tests wrap it to inject faults."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None: ...
+
+    def poll(self, timeout: float = -1) -> int: ...
+
+    def flush(self, timeout: float = -1) -> int: ...
+
+    def purge(self) -> None: ...
+
+
+ProducerFactory = Callable[[Config], ProducerClient]
+
+
+class Partition(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A consumed record: where it came from, and its key and value exactly as stored."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def source(self) -> Partition:
+        return Partition(self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class RebalanceListener(Protocol):
+    """Called from inside `Consumer.consume` (so on the consuming thread) when the group
+    changes who owns which partitions."""
+
+    def on_assign(self, partitions: list[Partition]) -> None: ...
+
+    def on_revoke(self, partitions: list[Partition]) -> None: ...
+
+    def on_lost(self, partitions: list[Partition]) -> None: ...
+
+
+def client_config(settings: KafkaSettings) -> Config:
+    """What every client needs: the bootstrap servers and the `kafka.config` passthrough
+    (security.protocol, sasl.*, ...), with librdkafka's logs routed to `logging`."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        **settings.config,
+        "logger": _librdkafka_log,
+    }
+
+
+def consumer_config(settings: KafkaSettings) -> Config:
+    """A consumer that starts a new group at the earliest offset (a worker must never skip
+    requests) unless `kafka.config` says otherwise, and never commits on its own."""
+    return {
+        "group.id": settings.group_id,
+        "auto.offset.reset": "earliest",
+        **client_config(settings),
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+    }
+
+
+def producer_config(settings: KafkaSettings, linger_ms: int = 5) -> Config:
+    """An idempotent producer (acks=all): no duplicates or reordering from its own retries,
+    which keeps a request's status events in order."""
+    return {
+        "linger.ms": linger_ms,
+        **client_config(settings),
+        "enable.idempotence": True,
+        "acks": "all",
+    }
+
+
+class Consumer:
+    """A Kafka consumer whose offsets move only through `commit`. One thread only."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._fatal: KafkaFailure | None = None
+        self._consumer = confluent_kafka.Consumer({**config, "error_cb": self._on_error})
+
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
+        """Join the group; `listener` hears of assignments from inside `consume`."""
+
+        def adapt(
+            callback: Callable[[list[Partition]], None],
+        ) -> Callable[[confluent_kafka.Consumer, list[TopicPartition]], None]:
+            def call(_consumer: confluent_kafka.Consumer, partitions: list[TopicPartition]) -> None:
+                callback([Partition(tp.topic, tp.partition) for tp in partitions])
+
+            return call
+
+        self._consumer.subscribe(
+            list(topics),
+            on_assign=adapt(listener.on_assign),
+            on_revoke=adapt(listener.on_revoke),
+            on_lost=adapt(listener.on_lost),
+        )
+
+    def consume(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to `max_messages` records, waiting at most `timeout` seconds (the whole
+        timeout when fewer are available). Serves rebalance callbacks and heartbeats.
+        Raises KafkaFailure only for fatal errors; others are logged and skipped."""
+        if self._fatal is not None:
+            raise self._fatal
+        try:
+            raw = self._consumer.consume(max_messages, timeout)
+        except KafkaException as exception:
+            raise _failure(exception, "consume") from None
+        messages = []
+        for record in raw:
+            error = record.error()
+            if error is None:
+                messages.append(_message(record))
+            elif error.fatal():
+                raise _failure(error, "consume")
+            else:
+                log.warning("Kafka consumer: %s: %s", error.name(), error.str())
+        return messages
+
+    def commit(self, positions: Mapping[Partition, int]) -> None:
+        """Commit synchronously: each position is the offset of the next record to read
+        (last processed offset + 1). Raises KafkaFailure if any partition failed."""
+        offsets = [TopicPartition(p.topic, p.partition, offset) for p, offset in positions.items()]
+        try:
+            committed = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exception:
+            raise _failure(exception, "commit") from None
+        for tp in committed:
+            if tp.error is not None:
+                raise _failure(tp.error, f"commit of {tp.topic}[{tp.partition}]")
+
+    def pause(self, partitions: Collection[Partition]) -> None:
+        """Stop fetching from `partitions`; `consume` keeps the group membership alive."""
+        if partitions:
+            self._consumer.pause(_topic_partitions(partitions))
+
+    def resume(self, partitions: Collection[Partition]) -> None:
+        if partitions:
+            self._consumer.resume(_topic_partitions(partitions))
+
+    def close(self) -> None:
+        """Leave the group (revoke callbacks run) and release the client."""
+        self._consumer.close()
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = _failure(error, "consumer")
+            log.error("Kafka consumer fatal error: %s: %s", error.name(), error.str())
+        else:
+            log.warning("Kafka consumer: %s: %s", error.name(), error.str())
+
+
+def _message(record: confluent_kafka.Message) -> Message:
+    """Our value of a consumed record (which always has a topic, partition and offset)."""
+    topic, partition, offset = record.topic(), record.partition(), record.offset()
+    if topic is None or partition is None or offset is None:
+        raise KafkaFailure("consumed a record without a position", code="_BAD_MSG")
+    return Message(topic, partition, offset, record.key(), record.value())
+
+
+def _topic_partitions(partitions: Iterable[Partition]) -> list[TopicPartition]:
+    return [TopicPartition(p.topic, p.partition) for p in partitions]
+
+
+class _Pending:
+    """Marks a message whose delivery report has not arrived yet."""
+
+
+_PENDING: Final = _Pending()
+DeliveryOutcome = KafkaFailure | None
+"""None: the broker has the message (acks=all). Otherwise why it was not delivered."""
+
+
+class Producer:
+    """Produces batches and reports each message's fate; replaces itself after a fatal error.
+
+    One thread only. A fatal error (e.g. the broker forgot our producer id) leaves a
+    librdkafka producer unusable forever; this wrapper notices it (error callback,
+    delivery report or produce exception), fails the messages of that batch and builds a
+    new producer from the same config before the next batch.
+    """
+
+    def __init__(
+        self, config: Mapping[str, Any], factory: ProducerFactory = confluent_kafka.Producer
+    ) -> None:
+        self._config: Config = {**config, "error_cb": self._on_error}
+        self._factory = factory
+        self._fatal = False
+        self._producer = factory(self._config)
+
+    def deliver(self, messages: Sequence[OutgoingMessage], timeout: float) -> list[DeliveryOutcome]:
+        """Produce `messages` and wait up to `timeout` seconds for their delivery reports.
+
+        Returns one outcome per message, in order; messages not confirmed in time count as
+        failed (they may still arrive: callers must tolerate the duplicates of a retry).
+        """
+        if self._fatal:
+            self._recreate()
+        outcomes: list[DeliveryOutcome | _Pending] = [_PENDING] * len(messages)
+        deadline = time.monotonic() + timeout
+        for index, message in enumerate(messages):
+            on_delivery = functools.partial(self._on_delivery, outcomes, index)
+            outcomes[index] = self._produce(message, on_delivery, deadline)
+        self._producer.flush(max(0.0, deadline - time.monotonic()))
+        return [
+            KafkaFailure("delivery not confirmed in time", code="_TIMED_OUT", retriable=True)
+            if isinstance(outcome, _Pending)
+            else outcome
+            for outcome in outcomes
+        ]
+
+    def close(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for messages in flight; returns how many were left."""
+        remaining: int = self._producer.flush(timeout)
+        return remaining
+
+    def _produce(
+        self,
+        message: OutgoingMessage,
+        on_delivery: DeliveryCallback,
+        deadline: float,
+    ) -> DeliveryOutcome | _Pending:
+        """Hand one message to librdkafka, waiting for room while its queue is full."""
+        headers: list[tuple[str, str | bytes | None]] = list(message.headers)
+        while True:
+            try:
+                self._producer.produce(
+                    message.topic,
+                    value=message.value,
+                    key=message.key,
+                    headers=headers,
+                    on_delivery=on_delivery,
+                )
+            except BufferError:
+                if time.monotonic() >= deadline:
+                    return KafkaFailure("producer queue full", code="_QUEUE_FULL", retriable=True)
+                self._producer.poll(_QUEUE_FULL_WAIT)
+                continue
+            except KafkaException as exception:
+                failure = _failure(exception, "produce")
+                self._fatal = self._fatal or failure.fatal
+                return failure
+            return _PENDING
+
+    def _on_delivery(
+        self,
+        outcomes: list[DeliveryOutcome | _Pending],
+        index: int,
+        error: KafkaError | None,
+        _message: confluent_kafka.Message,
+    ) -> None:
+        if error is None:
+            outcomes[index] = None
+            return
+        failure = _failure(error, "delivery")
+        self._fatal = self._fatal or failure.fatal
+        outcomes[index] = failure
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._fatal = True
+            log.error("Kafka producer fatal error: %s: %s", error.name(), error.str())
+        else:
+            log.warning("Kafka producer: %s: %s", error.name(), error.str())
+
+    def _recreate(self) -> None:
+        """Drop the broken producer (its queued messages are purged) and start a new one."""
+        log.warning("Recreating the Kafka producer after a fatal error")
+        broken = self._producer
+        try:
+            broken.purge()
+            broken.flush(0)
+        except (KafkaException, RuntimeError) as exception:
+            log.info("Purging the failed producer: %s", exception)
+        self._fatal = False
+        self._producer = self._factory(self._config)
+
+
+def ping(config: Mapping[str, Any], timeout: float) -> None:
+    """Raise KafkaFailure unless a broker answers a metadata request within `timeout`."""
+    admin = AdminClient(dict(config))
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exception:
+        raise _failure(exception, "metadata request") from None
+
+
+def create_topics(
+    config: Mapping[str, Any], names: Iterable[str], partitions: int, timeout: float = 10.0
+) -> None:
+    """Create topics (tests, `make run`); ones that already exist are left as they are."""
+    admin = AdminClient(dict(config))
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    for future in futures.values():
+        try:
+            future.result(timeout)
+        except KafkaException as exception:
+            failure = _failure(exception, "create topic")
+            if failure.code != "TOPIC_ALREADY_EXISTS":
+                raise failure from None

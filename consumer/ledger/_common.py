@@ -1,0 +1,508 @@
+"""Everything both ledger backends share, so that SQLite and PostgreSQL cannot drift apart.
+
+Each `Ledger` method is written once here against `Tx`, a tiny seam over one open
+transaction. A backend only supplies the connection, the transaction runner with its
+error translation, and a few dialect details: how an array parameter is compared, how rows
+are locked, and how times are stored. The pure steps that turn recorded requests and
+applied changes into scope statuses and status events (`_plan_records`, `_roll_up`) take
+no database at all, and use the rules of `consumer.status` so both backends emit exactly
+the same events.
+
+SQL here uses `?` placeholders; the PostgreSQL backend rewrites them to `%s`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Protocol
+
+from consumer.ledger.base import LedgerUnavailable
+from consumer.model import TERMINAL_STATUSES, Regulation, Status, StatusEvent
+from consumer.status import is_forward, request_scope_status, vendor_scope_status
+from consumer.work import (
+    Change,
+    DueJob,
+    ItemTrail,
+    ItemUpdate,
+    NewJob,
+    NewRequest,
+    OutboxEvent,
+    ReadySummary,
+    RecordResult,
+    RequestTrail,
+    VendorTrail,
+    WorkItem,
+)
+
+Row = tuple[Any, ...]
+ToDb = Callable[[datetime], object]
+
+_TERMINAL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
+_INSERT_REQUEST = (
+    "INSERT INTO requests (request_id, regulation, requested_at, received_at, source,"
+    " trace_id, status) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_SCOPE = (
+    "INSERT INTO vendor_scopes (request_id, vendor, status, updated_at) VALUES (?, ?, ?, ?)"
+)
+_INSERT_ITEM = (
+    "INSERT INTO items (request_id, vendor, identity_type, identity_value, destination, status,"
+    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?)"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (event_id, request_id, vendor, status, previous_status, vendor_job_id,"
+    " changed_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_EVENT_COLUMNS = (
+    "e.event_id, e.request_id, e.vendor, e.status, e.previous_status, e.vendor_job_id,"
+    " e.changed_at, e.detail"
+)
+_WORK_ITEM_COLUMNS = (
+    "i.item_id, i.request_id, i.vendor, i.identity_type, i.identity_value, i.destination,"
+    " r.regulation, r.requested_at, i.attempts, i.status"
+)
+# The literal status matches the partial index items_queued, which serves these scans.
+_READY_ITEMS = (
+    "FROM items i WHERE i.vendor = ? AND i.status = 'QUEUED' AND i.next_attempt_at <= ?"
+    " AND (i.lease_until IS NULL OR i.lease_until <= ?)"
+    " ORDER BY i.next_attempt_at, i.item_id LIMIT ?"
+)
+_UPDATE_ITEM = (
+    "UPDATE items SET status = ?, detail = ?, attempts = COALESCE(?, attempts),"
+    " next_attempt_at = COALESCE(?, next_attempt_at), job_id = COALESCE(?, job_id),"
+    " lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE item_id = ?"
+)
+_UPDATE_JOB = (
+    "UPDATE jobs SET status = ?, next_poll_at = ?, poll_failures = ?, detail = ?,"
+    " lease_owner = NULL, lease_until = NULL WHERE job_id = ?"
+)
+_TRY_LEASE = (
+    "INSERT INTO leases (name, owner, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+    " SET owner = excluded.owner, until = excluded.until"
+    " WHERE leases.owner = excluded.owner OR leases.until <= ? RETURNING owner"
+)
+_CONFLICT_RETRIES = 3
+
+
+class Tx(Protocol):
+    """One open transaction of a backend."""
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        """Execute one statement; its result rows (none for a statement without result)."""
+
+    def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
+        """Execute one statement for each parameter row, in order."""
+
+
+class Conflict(Exception):
+    """A concurrent transaction inserted the same key; retrying will see its rows."""
+
+
+def utc(moment: datetime) -> datetime:
+    """Refuse naive datetimes: silently reading them as local time would corrupt the ledger."""
+    if moment.tzinfo is None:
+        raise ValueError("ledger times must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def schema(name: str) -> list[str]:
+    """The statements of a packaged schema file (no statement contains a semicolon)."""
+    text = resources.files("consumer.ledger").joinpath(name).read_text(encoding="utf-8")
+    lines = (line.split("--", 1)[0] for line in text.splitlines())
+    return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
+
+
+def _event(
+    request_id: str,
+    vendor: str | None,
+    status: Status,
+    previous: Status | None,
+    vendor_job_id: str | None,
+    detail: str | None,
+    changed_at: object,
+) -> Row:
+    """An events row; every event gets a fresh id, which consumers dedupe on."""
+    return (
+        str(uuid.uuid4()), request_id, vendor, status.value,
+        None if previous is None else previous.value, vendor_job_id, changed_at, detail,
+    )
+
+
+@dataclass(slots=True)
+class _Records:
+    requests: list[Row] = field(default_factory=list)
+    scopes: list[Row] = field(default_factory=list)
+    items: list[Row] = field(default_factory=list)
+    events: list[Row] = field(default_factory=list)
+
+
+def _plan_records(batch: Sequence[NewRequest], now: datetime, to_db: ToDb) -> _Records:
+    """The rows that record new requests: RECEIVED, each vendor scope QUEUED or SKIPPED,
+    and the terminal request status right away when no vendor scope is left open."""
+    at = to_db(now)
+    out = _Records()
+    for new in batch:
+        req = new.request
+        rid = req.request_id
+        scopes = dict.fromkeys((item.vendor for item in new.items), Status.QUEUED)
+        skipped = {vendor: detail for vendor, detail in new.skipped if vendor not in scopes}
+        scopes.update(dict.fromkeys(skipped, Status.SKIPPED))
+        out.events.append(_event(rid, None, Status.RECEIVED, None, None, None, at))
+        for vendor, status in scopes.items():
+            out.scopes.append((rid, vendor, status.value, at))
+            out.events.append(_event(rid, vendor, status, None, None, skipped.get(vendor), at))
+        out.items.extend(
+            (rid, i.vendor, i.identity_type, i.identity_value, i.destination, at, at, at)
+            for i in new.items
+        )
+        final = request_scope_status(scopes)
+        status = Status.RECEIVED if final is None else final[0]
+        if final is not None:
+            out.events.append(_event(rid, None, status, Status.RECEIVED, None, final[1], at))
+        out.requests.append((rid, req.regulation.value, to_db(req.requested_at), at,
+                             req.source, req.trace_id, status.value))
+    return out
+
+
+@dataclass(slots=True)
+class _RollUp:
+    scope_updates: list[Row] = field(default_factory=list)
+    request_updates: list[Row] = field(default_factory=list)
+    events: list[Row] = field(default_factory=list)
+    statuses: list[Status] = field(default_factory=list)
+
+
+def _roll_up(
+    touched: set[int],
+    items: Sequence[Row],
+    scopes: Sequence[Row],
+    request_status: dict[str, Status],
+    changed_at: object,
+) -> _RollUp:
+    """Scope statuses and events after a change.
+
+    `items` are (item_id, request_id, vendor, status, job_id, vendor_job_id) for every item
+    of the touched requests, `scopes` (request_id, vendor, status) their vendor scopes.
+    A touched scope is recomputed over all its items and moves only forward; a request
+    whose vendor scopes are then all terminal gets its terminal request-scope event.
+    """
+    by_scope: defaultdict[tuple[str, str], list[Row]] = defaultdict(list)
+    for row in items:
+        by_scope[row[1], row[2]].append(row)
+    vendors: defaultdict[str, dict[str, Status]] = defaultdict(dict)
+    for rid, vendor, status in scopes:
+        vendors[rid][vendor] = Status(status)
+    dirty = sorted({(row[1], row[2]) for row in items if row[0] in touched})
+    out = _RollUp()
+    for rid, vendor in dirty:
+        rows = by_scope[rid, vendor]
+        new = vendor_scope_status([Status(row[3]) for row in rows])
+        current = vendors[rid].get(vendor)
+        if is_forward(current, new):
+            vendors[rid][vendor] = new
+            jobs = [(row[4], row[5]) for row in rows if row[3] == new and row[4] is not None]
+            job_ref = max(jobs)[1] if jobs else None
+            out.scope_updates.append((new.value, changed_at, rid, vendor))
+            out.events.append(_event(rid, vendor, new, current, job_ref, None, changed_at))
+            out.statuses.append(new)
+    for rid, status in sorted(request_status.items()):
+        final = None if status.is_terminal else request_scope_status(vendors[rid])
+        if final is not None:
+            out.request_updates.append((final[0].value, rid))
+            out.events.append(_event(rid, None, final[0], status, None, final[1], changed_at))
+            out.statuses.append(final[0])
+    return out
+
+
+class SqlLedger(ABC):
+    """The `Ledger` methods over a backend's transactions and dialect."""
+
+    #: Compares a column with one parameter made by `_array`, e.g. "= ANY(?)".
+    in_array: str
+    #: Row locks that serialise writers of one request (empty where writers are serialised).
+    lock_rows: str = ""
+    #: Row locks that let replicas claim different rows; formatted with the table alias.
+    skip_locked: str = ""
+
+    @abstractmethod
+    def _transaction(self, write: bool) -> AbstractContextManager[Tx]:
+        """One transaction: committed on success, rolled back on error; unreachable or
+        locked databases raise LedgerUnavailable."""
+
+    @abstractmethod
+    def _to_db(self, moment: datetime) -> object:
+        """A timezone-aware datetime as the backend stores it."""
+
+    @abstractmethod
+    def _from_db(self, value: Any) -> datetime:
+        """A stored time as a UTC datetime."""
+
+    def _to_db_or_none(self, moment: datetime | None) -> object:
+        return None if moment is None else self._to_db(moment)
+
+    @abstractmethod
+    def _array(self, values: Sequence[object]) -> object:
+        """A list as the one parameter that `in_array` compares with."""
+
+    def record_requests(self, batch: Sequence[NewRequest], now: datetime) -> RecordResult:
+        first: dict[str, NewRequest] = {}
+        for new in batch:
+            first.setdefault(new.request.request_id, new)
+        # Inserting in one key order makes replicas with overlapping batches wait, not deadlock.
+        ordered = sorted(first.values(), key=lambda new: new.request.request_id)
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                fresh = self._record_fresh(ordered, now)
+            except Conflict:
+                continue  # a replica stored some of them meanwhile: they are duplicates now
+            seen: set[str] = set()
+            accepted: list[str] = []
+            duplicates: list[str] = []
+            for new in batch:
+                rid = new.request.request_id
+                (accepted if rid in fresh and rid not in seen else duplicates).append(rid)
+                seen.add(rid)
+            return RecordResult(tuple(accepted), tuple(duplicates))
+        raise LedgerUnavailable("request ids kept colliding with concurrent inserts")
+
+    def _record_fresh(self, batch: Sequence[NewRequest], now: datetime) -> set[str]:
+        with self._transaction(write=True) as tx:
+            stored = self._stored_request_ids(tx, [new.request.request_id for new in batch])
+            fresh = [new for new in batch if new.request.request_id not in stored]
+            records = _plan_records(fresh, now, self._to_db)
+            tx.many(_INSERT_REQUEST, records.requests)
+            tx.many(_INSERT_SCOPE, records.scopes)
+            tx.many(_INSERT_ITEM, records.items)
+            tx.many(_INSERT_EVENT, records.events)
+        return {new.request.request_id for new in fresh}
+
+    def _stored_request_ids(self, tx: Tx, ids: list[str]) -> set[str]:
+        if not ids:
+            return set()
+        sql = f"SELECT request_id FROM requests WHERE request_id {self.in_array}"
+        return {row[0] for row in tx.rows(sql, (self._array(ids),))}
+
+    def ready_items(self, vendor: str, now: datetime, limit: int) -> ReadySummary:
+        at = self._to_db(now)
+        sql = (
+            "SELECT count(*), min(s.next_attempt_at)"
+            f" FROM (SELECT i.next_attempt_at {_READY_ITEMS}) s"
+        )
+        with self._transaction(write=False) as tx:
+            ((count, oldest),) = tx.rows(sql, (vendor, at, at, limit))
+        return ReadySummary(count, None if oldest is None else self._from_db(oldest))
+
+    def claim_items(
+        self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
+    ) -> list[WorkItem]:
+        at = self._to_db(now)
+        sql = (
+            f"SELECT {_WORK_ITEM_COLUMNS} FROM requests r JOIN ("
+            f"SELECT i.* {_READY_ITEMS}{self.skip_locked.format('i')}"
+            ") i ON r.request_id = i.request_id ORDER BY i.next_attempt_at, i.item_id"
+        )
+        with self._transaction(write=True) as tx:
+            rows = tx.rows(sql, (vendor, at, at, limit))
+            self._lease(tx, "items", "item_id", [row[0] for row in rows], owner, lease_until)
+        return [self._work_item(row) for row in rows]
+
+    def claim_due_jobs(
+        self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
+    ) -> list[DueJob]:
+        at = self._to_db(now)
+        jobs_sql = (
+            "SELECT j.job_id, j.vendor, j.vendor_job_id, j.destination, j.submitted_at,"
+            " j.poll_failures FROM jobs j WHERE j.vendor = ? AND j.next_poll_at IS NOT NULL"
+            " AND j.next_poll_at <= ? AND (j.lease_until IS NULL OR j.lease_until <= ?)"
+            f" ORDER BY j.next_poll_at, j.job_id LIMIT ?{self.skip_locked.format('j')}"
+        )
+        items_sql = (
+            f"SELECT {_WORK_ITEM_COLUMNS}, i.job_id FROM items i JOIN requests r"
+            f" ON r.request_id = i.request_id WHERE i.job_id {self.in_array}"
+            f" AND i.status NOT IN ({_TERMINAL}) ORDER BY i.item_id"
+        )
+        with self._transaction(write=True) as tx:
+            jobs = tx.rows(jobs_sql, (vendor, at, at, limit))
+            job_ids = [row[0] for row in jobs]
+            self._lease(tx, "jobs", "job_id", job_ids, owner, lease_until)
+            items = tx.rows(items_sql, (self._array(job_ids),)) if jobs else []
+        by_job: defaultdict[int, list[WorkItem]] = defaultdict(list)
+        for row in items:
+            by_job[row[-1]].append(self._work_item(row))
+        return [
+            DueJob(job_id, vendor_, vendor_job_id, destination, self._from_db(submitted_at),
+                   poll_failures, tuple(by_job[job_id]))
+            for job_id, vendor_, vendor_job_id, destination, submitted_at, poll_failures in jobs
+        ]
+
+    def _lease(
+        self, tx: Tx, table: str, key: str, ids: list[int], owner: str, until: datetime
+    ) -> None:
+        if ids:
+            tx.rows(
+                f"UPDATE {table} SET lease_owner = ?, lease_until = ? WHERE {key} {self.in_array}",
+                (owner, self._to_db(until), self._array(ids)),
+            )
+
+    def _work_item(self, row: Row) -> WorkItem:
+        return WorkItem(
+            item_id=row[0], request_id=row[1], vendor=row[2], identity_type=row[3],
+            identity_value=row[4], destination=row[5], regulation=Regulation(row[6]),
+            requested_at=self._from_db(row[7]), attempts=row[8], status=Status(row[9]),
+        )
+
+    def apply(self, change: Change, now: datetime) -> list[Status]:
+        at = self._to_db(now)
+        touched = [update.item_id for update in change.items]
+        touched += [item_id for job in change.new_jobs for item_id in job.item_ids]
+        with self._transaction(write=True) as tx:
+            request_status = self._lock_requests(tx, touched)
+            for job in change.new_jobs:
+                self._insert_job(tx, job, at)
+            tx.many(_UPDATE_ITEM, [self._item_params(update, at) for update in change.items])
+            tx.many(_UPDATE_JOB, [
+                (job.status.value, self._to_db_or_none(job.next_poll_at), job.poll_failures,
+                 job.detail, job.job_id)
+                for job in change.jobs
+            ])
+            if change.released_item_ids:
+                tx.rows(
+                    "UPDATE items SET lease_owner = NULL, lease_until = NULL"
+                    f" WHERE item_id {self.in_array}",
+                    (self._array(list(change.released_item_ids)),),
+                )
+            return self._record_roll_up(tx, set(touched), request_status, at)
+
+    def _lock_requests(self, tx: Tx, item_ids: list[int]) -> dict[str, Status]:
+        """Lock the requests of the touched items, in key order, so that concurrent changes
+        of one request are rolled up one after the other (the last sees all scopes)."""
+        if not item_ids:
+            return {}
+        rows = tx.rows(
+            "SELECT r.request_id, r.status FROM requests r WHERE r.request_id IN"
+            f" (SELECT i.request_id FROM items i WHERE i.item_id {self.in_array})"
+            f" ORDER BY r.request_id{self.lock_rows}",
+            (self._array(item_ids),),
+        )
+        return {rid: Status(status) for rid, status in rows}
+
+    def _insert_job(self, tx: Tx, job: NewJob, at: object) -> None:
+        ((job_id,),) = tx.rows(
+            "INSERT INTO jobs (vendor, vendor_job_id, destination, status, submitted_at,"
+            " next_poll_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING job_id",
+            (job.vendor, job.vendor_job_id, job.destination, job.status.value, at,
+             self._to_db_or_none(job.next_poll_at)),
+        )
+        if job.item_ids:
+            tx.rows(
+                "UPDATE items SET status = ?, job_id = ?, lease_owner = NULL, lease_until = NULL,"
+                f" updated_at = ? WHERE item_id {self.in_array}",
+                (job.status.value, job_id, at, self._array(list(job.item_ids))),
+            )
+
+    def _item_params(self, update: ItemUpdate, at: object) -> Row:
+        return (update.status.value, update.detail, update.attempts,
+                self._to_db_or_none(update.next_attempt_at), update.job_id, at, update.item_id)
+
+    def _record_roll_up(
+        self, tx: Tx, touched: set[int], request_status: dict[str, Status], at: object
+    ) -> list[Status]:
+        if not request_status:
+            return []
+        ids = (self._array(list(request_status)),)
+        items = tx.rows(
+            "SELECT i.item_id, i.request_id, i.vendor, i.status, j.job_id, j.vendor_job_id"
+            " FROM items i LEFT JOIN jobs j ON j.job_id = i.job_id"
+            f" WHERE i.request_id {self.in_array}", ids,
+        )
+        scopes = tx.rows(
+            "SELECT request_id, vendor, status FROM vendor_scopes"
+            f" WHERE request_id {self.in_array}", ids,
+        )
+        out = _roll_up(touched, items, scopes, request_status, at)
+        tx.many("UPDATE vendor_scopes SET status = ?, updated_at = ? WHERE request_id = ?"
+                " AND vendor = ?", out.scope_updates)
+        tx.many("UPDATE requests SET status = ? WHERE request_id = ?", out.request_updates)
+        tx.many(_INSERT_EVENT, out.events)
+        return out.statuses
+
+    def pending_events(self, limit: int) -> list[OutboxEvent]:
+        with self._transaction(write=False) as tx:
+            rows = tx.rows(
+                f"SELECT e.seq, r.requested_at, {_EVENT_COLUMNS} FROM events e JOIN requests r"
+                " ON r.request_id = e.request_id WHERE e.published_at IS NULL"
+                " ORDER BY e.seq LIMIT ?",
+                (limit,),
+            )
+        return [OutboxEvent(row[0], self._status_event(row[2:]), self._from_db(row[1]))
+                for row in rows]
+
+    def _status_event(self, row: Row) -> StatusEvent:
+        event_id, rid, vendor, status, previous, vendor_job_id, changed_at, detail = row
+        return StatusEvent(
+            event_id, rid, vendor, Status(status), None if previous is None else Status(previous),
+            vendor_job_id, self._from_db(changed_at), detail,
+        )
+
+    def mark_published(self, seqs: Sequence[int], now: datetime) -> None:
+        if not seqs:
+            return
+        with self._transaction(write=True) as tx:
+            tx.rows(f"UPDATE events SET published_at = ? WHERE seq {self.in_array}",
+                    (self._to_db(now), self._array(list(seqs))))
+
+    def try_lease(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
+        with self._transaction(write=True) as tx:
+            rows = tx.rows(_TRY_LEASE, (name, owner, self._to_db(until), self._to_db(now)))
+        return bool(rows)
+
+    def trail(self, request_id: str) -> RequestTrail | None:
+        with self._transaction(write=False) as tx:
+            found = tx.rows("SELECT status, regulation, requested_at, received_at FROM requests"
+                            " WHERE request_id = ?", (request_id,))
+            if not found:
+                return None
+            scopes = tx.rows("SELECT vendor, status FROM vendor_scopes WHERE request_id = ?"
+                             " ORDER BY vendor", (request_id,))
+            items = tx.rows(
+                "SELECT i.vendor, i.identity_type, i.destination, i.status, j.vendor_job_id,"
+                " i.updated_at, i.detail FROM items i LEFT JOIN jobs j ON j.job_id = i.job_id"
+                " WHERE i.request_id = ? ORDER BY i.item_id", (request_id,),
+            )
+            events = tx.rows(f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.request_id = ?"
+                             " ORDER BY e.seq", (request_id,))
+        by_vendor: defaultdict[str, list[ItemTrail]] = defaultdict(list)
+        for vendor, kind, destination, status, job_ref, updated_at, detail in items:
+            by_vendor[vendor].append(ItemTrail(kind, destination, Status(status), job_ref,
+                                               self._from_db(updated_at), detail))
+        ((status, regulation, requested_at, received_at),) = found
+        return RequestTrail(
+            request_id, Status(status), Regulation(regulation), self._from_db(requested_at),
+            self._from_db(received_at),
+            tuple(VendorTrail(vendor, Status(s), tuple(by_vendor[vendor])) for vendor, s in scopes),
+            tuple(self._status_event(row) for row in events),
+        )
+
+    def item_counts(self) -> dict[tuple[str, Status], int]:
+        with self._transaction(write=False) as tx:
+            rows = tx.rows("SELECT vendor, status, count(*) FROM items GROUP BY vendor, status")
+        return {(vendor, Status(status)): count for vendor, status, count in rows}
+
+    def oldest_open_request_at(self) -> datetime | None:
+        with self._transaction(write=False) as tx:
+            ((oldest,),) = tx.rows(
+                "SELECT min(requested_at) FROM requests WHERE status = 'RECEIVED'"
+            )
+        return None if oldest is None else self._from_db(oldest)
+
+    def outbox_backlog(self) -> int:
+        with self._transaction(write=False) as tx:
+            ((count,),) = tx.rows("SELECT count(*) FROM events WHERE published_at IS NULL")
+        return int(count)

@@ -1,0 +1,130 @@
+"""The PostgreSQL ledger, for several worker replicas sharing one database.
+
+One connection per ledger object, opened on first use and reopened after it was lost, so
+a database restart costs a LedgerUnavailable or two, not a worker restart. Replicas share
+the work through `FOR UPDATE SKIP LOCKED` claims and serialise changes of one request
+through a row lock on it (see `SqlLedger._lock_requests`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
+
+from consumer.ledger._common import Conflict, Row, SqlLedger, schema, utc
+from consumer.ledger.base import LedgerUnavailable
+
+CONNECT_TIMEOUT_SECONDS = 5
+# Waiting longer than SQLite's busy timeout for a row lock means something is stuck.
+LOCK_TIMEOUT = "5s"
+# Any constant works; it only has to be the same in every replica.
+_MIGRATE_LOCK_KEY = 0x45524153  # "ERAS"
+
+
+@functools.lru_cache(maxsize=128)
+def _placeholders(sql: str) -> str:
+    """Our SQL uses `?` (no literal `?` or `%` anywhere); psycopg wants `%s`."""
+    return sql.replace("?", "%s")
+
+
+class _PgTx:
+    def __init__(self, cursor: psycopg.Cursor[TupleRow]) -> None:
+        self._cursor = cursor
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        self._cursor.execute(_placeholders(sql), params)
+        return self._cursor.fetchall() if self._cursor.description else []
+
+    def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
+        if params:
+            self._cursor.executemany(_placeholders(sql), params)
+
+
+class PostgresLedger(SqlLedger):
+    """A `Ledger` in a PostgreSQL database given by a libpq URL."""
+
+    in_array = "= ANY(?)"
+    lock_rows = ""
+    skip_locked = " FOR UPDATE OF {} SKIP LOCKED"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[TupleRow] | None = None
+
+    def _connection(self) -> psycopg.Connection[TupleRow]:
+        if self._conn is None:
+            try:
+                conn = psycopg.connect(self._conninfo(), autocommit=False)
+                conn.execute("SET TIME ZONE 'UTC'")
+                conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+                conn.commit()
+            except psycopg.Error as exc:
+                # The message names host and port, never the password.
+                raise LedgerUnavailable(f"PostgreSQL ledger unavailable: {exc}") from exc
+            self._conn = conn
+        return self._conn
+
+    def _conninfo(self) -> str:
+        """The URL, with a connect timeout unless it sets one: fail fast, retry later."""
+        if "connect_timeout" in conninfo_to_dict(self._url):
+            return self._url
+        return make_conninfo(self._url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[_PgTx]:
+        conn = self._connection()
+        try:
+            with conn.cursor() as cursor:
+                yield _PgTx(cursor)
+            conn.commit()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # Lost connection, lock timeout, deadlock: start afresh on the next call.
+            self.close()
+            raise LedgerUnavailable(f"PostgreSQL ledger unavailable: {exc}") from exc
+        except errors.UniqueViolation as exc:
+            conn.rollback()
+            raise Conflict(str(exc)) from exc
+        except BaseException:
+            self._rollback_quietly(conn)
+            raise
+
+    def _rollback_quietly(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Roll back after an error; if even that fails the connection is beyond use."""
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            self.close()
+
+    def _to_db(self, moment: datetime) -> datetime:
+        return utc(moment)
+
+    def _from_db(self, value: Any) -> datetime:
+        moment: datetime = value
+        return moment.astimezone(UTC)
+
+    def _array(self, values: Sequence[object]) -> list[object]:
+        return list(values)
+
+    def migrate(self) -> None:
+        with self._transaction(write=True) as tx:
+            # Replicas starting together would race on CREATE ... IF NOT EXISTS otherwise.
+            tx.rows("SELECT pg_advisory_xact_lock(?)", (_MIGRATE_LOCK_KEY,))
+            for statement in schema("postgres.sql"):
+                tx.rows(statement)
+
+    def ping(self) -> None:
+        with self._transaction(write=False) as tx:
+            tx.rows("SELECT 1")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()

@@ -1,0 +1,81 @@
+-- Ledger schema for PostgreSQL (same shape as sqlite.sql). Idempotent: migrate() runs it on
+-- every start, under an advisory lock so that replicas starting together do not race.
+
+CREATE TABLE IF NOT EXISTS requests (
+    request_id   TEXT PRIMARY KEY,
+    regulation   TEXT NOT NULL,
+    requested_at TIMESTAMPTZ NOT NULL,
+    received_at  TIMESTAMPTZ NOT NULL,
+    source       TEXT,
+    trace_id     TEXT,
+    status       TEXT NOT NULL            -- last request-scope status emitted
+);
+CREATE INDEX IF NOT EXISTS requests_open ON requests (requested_at) WHERE status = 'RECEIVED';
+
+CREATE TABLE IF NOT EXISTS vendor_scopes (
+    request_id TEXT NOT NULL REFERENCES requests (request_id),
+    vendor     TEXT NOT NULL,
+    status     TEXT NOT NULL,             -- last vendor-scope status emitted
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (request_id, vendor)
+);
+
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    vendor        TEXT NOT NULL,
+    vendor_job_id TEXT NOT NULL,
+    destination   TEXT,
+    status        TEXT NOT NULL,
+    submitted_at  TIMESTAMPTZ NOT NULL,
+    next_poll_at  TIMESTAMPTZ,            -- NULL: closed, never polled again
+    poll_failures INTEGER NOT NULL DEFAULT 0,
+    lease_owner   TEXT,
+    lease_until   TIMESTAMPTZ,
+    detail        TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs (vendor, next_poll_at) WHERE next_poll_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS items (
+    item_id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id      TEXT NOT NULL,
+    vendor          TEXT NOT NULL,
+    identity_type   TEXT NOT NULL,
+    identity_value  TEXT NOT NULL,
+    destination     TEXT,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL,
+    lease_owner     TEXT,
+    lease_until     TIMESTAMPTZ,
+    job_id          BIGINT REFERENCES jobs (job_id),
+    detail          TEXT,
+    created_at      TIMESTAMPTZ NOT NULL,
+    updated_at      TIMESTAMPTZ NOT NULL,
+    FOREIGN KEY (request_id, vendor) REFERENCES vendor_scopes (request_id, vendor)
+);
+CREATE INDEX IF NOT EXISTS items_queued ON items (vendor, next_attempt_at, item_id)
+    WHERE status = 'QUEUED';
+CREATE INDEX IF NOT EXISTS items_request ON items (request_id, vendor);
+CREATE INDEX IF NOT EXISTS items_job ON items (job_id) WHERE job_id IS NOT NULL;
+
+-- Both the status history (audit trail) and the outbox (rows with published_at NULL).
+CREATE TABLE IF NOT EXISTS events (
+    seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id        TEXT NOT NULL,        -- uuid4, unique by construction
+    request_id      TEXT NOT NULL REFERENCES requests (request_id),
+    vendor          TEXT,                 -- NULL: request scope
+    status          TEXT NOT NULL,
+    previous_status TEXT,
+    vendor_job_id   TEXT,
+    changed_at      TIMESTAMPTZ NOT NULL,
+    detail          TEXT,
+    published_at    TIMESTAMPTZ
+);
+CREATE INDEX IF NOT EXISTS events_outbox ON events (seq) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS events_request ON events (request_id, seq);
+
+CREATE TABLE IF NOT EXISTS leases (
+    name  TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until TIMESTAMPTZ NOT NULL
+);

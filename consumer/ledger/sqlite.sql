@@ -1,0 +1,82 @@
+-- Ledger schema for SQLite. Times are ISO-8601 UTC text with microseconds
+-- ("2024-05-01T12:00:00.000000+00:00"): fixed width, so text order is time order.
+-- Idempotent: migrate() runs it on every start.
+
+CREATE TABLE IF NOT EXISTS requests (
+    request_id   TEXT PRIMARY KEY,
+    regulation   TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    received_at  TEXT NOT NULL,
+    source       TEXT,
+    trace_id     TEXT,
+    status       TEXT NOT NULL            -- last request-scope status emitted
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_open ON requests (requested_at) WHERE status = 'RECEIVED';
+
+CREATE TABLE IF NOT EXISTS vendor_scopes (
+    request_id TEXT NOT NULL REFERENCES requests (request_id),
+    vendor     TEXT NOT NULL,
+    status     TEXT NOT NULL,             -- last vendor-scope status emitted
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (request_id, vendor)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        INTEGER PRIMARY KEY,
+    vendor        TEXT NOT NULL,
+    vendor_job_id TEXT NOT NULL,
+    destination   TEXT,
+    status        TEXT NOT NULL,
+    submitted_at  TEXT NOT NULL,
+    next_poll_at  TEXT,                   -- NULL: closed, never polled again
+    poll_failures INTEGER NOT NULL DEFAULT 0,
+    lease_owner   TEXT,
+    lease_until   TEXT,
+    detail        TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs (vendor, next_poll_at) WHERE next_poll_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS items (
+    item_id         INTEGER PRIMARY KEY,
+    request_id      TEXT NOT NULL,
+    vendor          TEXT NOT NULL,
+    identity_type   TEXT NOT NULL,
+    identity_value  TEXT NOT NULL,
+    destination     TEXT,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    lease_owner     TEXT,
+    lease_until     TEXT,
+    job_id          INTEGER REFERENCES jobs (job_id),
+    detail          TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    FOREIGN KEY (request_id, vendor) REFERENCES vendor_scopes (request_id, vendor)
+);
+CREATE INDEX IF NOT EXISTS items_queued ON items (vendor, next_attempt_at, item_id)
+    WHERE status = 'QUEUED';
+CREATE INDEX IF NOT EXISTS items_request ON items (request_id, vendor);
+CREATE INDEX IF NOT EXISTS items_job ON items (job_id) WHERE job_id IS NOT NULL;
+
+-- Both the status history (audit trail) and the outbox (rows with published_at NULL).
+CREATE TABLE IF NOT EXISTS events (
+    seq             INTEGER PRIMARY KEY,  -- rows are never deleted, so seq never repeats
+    event_id        TEXT NOT NULL,        -- uuid4, unique by construction
+    request_id      TEXT NOT NULL REFERENCES requests (request_id),
+    vendor          TEXT,                 -- NULL: request scope
+    status          TEXT NOT NULL,
+    previous_status TEXT,
+    vendor_job_id   TEXT,
+    changed_at      TEXT NOT NULL,
+    detail          TEXT,
+    published_at    TEXT
+);
+CREATE INDEX IF NOT EXISTS events_outbox ON events (seq) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS events_request ON events (request_id, seq);
+
+CREATE TABLE IF NOT EXISTS leases (
+    name  TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until TEXT NOT NULL
+) WITHOUT ROWID;
