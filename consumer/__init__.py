@@ -1,1 +1,1 @@
-"""The erasure fan-out worker: Kafka erasure requests to marketing SaaS vendors, tracked in a ledger."""
+"""The erasure fan-out worker: Kafka erasure requests out to marketing SaaS vendors."""

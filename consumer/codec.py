@@ -50,7 +50,7 @@ MAX_IDENTITY_LENGTH: Final = 1024
 REQUEST_SCHEMA_FILE: Final = "subject_erasure_requested.avsc"
 STATUS_SCHEMA_FILE: Final = "erasure_status_changed.avsc"
 
-_HEADER = struct.Struct(">bI")
+_HEADER = struct.Struct(">BI")
 _CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -248,6 +248,11 @@ class Codec:
         if schema_id is None:
             schema_id = self._register_status_schema()
         return frame(schema_id, _write(STATUS_SCHEMA, _status_record(event)))
+
+    def close(self) -> None:
+        """Close the registry client's HTTP connections (nothing to do without a registry)."""
+        if self._registry is not None:
+            self._registry.close()
 
     def _fetch_writer(self, schema_id: int) -> tuple[Any, Any | None]:
         """Fetch, parse and cache the writer schema of `schema_id`."""

@@ -18,7 +18,9 @@ _ITEM_STATUSES = tuple(status for status in Status if status is not Status.RECEI
 
 
 class LedgerGauges:
-    def __init__(self, ledger: Ledger, vendors: Iterable[str], clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, ledger: Ledger, vendors: Iterable[str], clock: Callable[[], datetime]
+    ) -> None:
         self._ledger = ledger
         self._vendors = tuple(vendors)
         self._clock = clock
@@ -27,7 +29,9 @@ class LedgerGauges:
         counts = self._ledger.item_counts()
         for vendor in self._vendors:
             for status in _ITEM_STATUSES:
-                ITEMS.labels(vendor=vendor, status=status.value).set(counts.get((vendor, status), 0))
+                ITEMS.labels(vendor=vendor, status=status.value).set(
+                    counts.get((vendor, status), 0)
+                )
         oldest = self._ledger.oldest_open_request_at()
         age = 0.0 if oldest is None else max(0.0, (self._clock() - oldest).total_seconds())
         OLDEST_OPEN_REQUEST_AGE.set(age)

@@ -24,7 +24,7 @@ StartResponse = Callable[..., Any]
 class _QuietHandler(WSGIRequestHandler):
     """Scrapes and probes every few seconds would drown the worker's own logs."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -64,5 +64,7 @@ def _probe_response(probe: Probe, start_response: StartResponse) -> list[bytes]:
     ok, details = probe()
     body = json.dumps({"ok": ok, **details}, sort_keys=True).encode() + b"\n"
     status = "200 OK" if ok else "503 Service Unavailable"
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]

@@ -55,6 +55,14 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def backoff(failures: int, initial: float, maximum: float) -> float:
+    """Seconds to wait after `failures` (>= 1) consecutive failures: doubling, capped.
+
+    No jitter: one loop per process retries one resource, so there is no herd to spread.
+    """
+    return min(maximum, initial * 2.0 ** (failures - 1))
+
+
 @dataclass(frozen=True, slots=True)
 class IngestTuning:
     """How the loop batches and retries.
@@ -70,6 +78,7 @@ class IngestTuning:
     delivery_timeout: float = 10.0
     retry_initial: float = 0.5
     retry_max: float = 10.0
+    commit_retry: float = 1.0
     close_timeout: float = 5.0
 
 
@@ -140,6 +149,7 @@ class Ingest:
         self._paused: set[Partition] = set()
         self._assigned: frozenset[Partition] = frozenset()
         self._uncommitted: dict[Partition, int] = {}
+        self._commit_retry_at = 0.0
         self._in_group = False
         self._last_poll: float | None = None
         self._ledger_available = True
@@ -196,6 +206,8 @@ class Ingest:
     def poll_once(self) -> None:
         """One step: take a new batch, or (while one is held) keep polling and retry it
         once its backoff has passed."""
+        if self._uncommitted and time.monotonic() >= self._commit_retry_at:
+            self._commit_uncommitted()
         if not self._held:
             self._held = [_Entry(message) for message in self._consume(self._tuning.poll_timeout)]
         else:
@@ -337,7 +349,7 @@ class Ingest:
         if isinstance(error, LedgerUnavailable):
             self._ledger_available = False
             LEDGER_ERRORS.labels(loop="ingest").inc()
-        delay = min(self._tuning.retry_max, self._tuning.retry_initial * 2 ** (self._failures - 1))
+        delay = backoff(self._failures, self._tuning.retry_initial, self._tuning.retry_max)
         self._retry_at = time.monotonic() + delay
         self._pause_assigned()
         log.warning(
@@ -353,8 +365,9 @@ class Ingest:
     def _commit_uncommitted(self, only: Collection[Partition] | None = None) -> None:
         """Commit positions whose messages the ledger (or the DLQ) already has.
 
-        A failed commit is only logged: the positions stay and go with the next commit,
-        and at worst the messages are delivered again (the ledger ignores duplicates).
+        A failed commit is only logged: the positions stay and are committed again after
+        `commit_retry` seconds or with the next batch; at worst the messages are delivered
+        again (the ledger ignores duplicates).
         """
         positions = {
             partition: position
@@ -366,15 +379,22 @@ class Ingest:
         try:
             self._consumer.commit(positions)
         except KafkaFailure as error:
-            log.warning("Offset commit failed, will retry with the next one: %s", error)
+            self._commit_retry_at = time.monotonic() + self._tuning.commit_retry
+            log.warning("Offset commit failed, will retry: %s", error)
             return
         for partition, position in positions.items():
             if self._uncommitted.get(partition) == position:
                 del self._uncommitted[partition]
 
     def _forget(self, partitions: Collection[Partition]) -> None:
+        """Drop all state of partitions leaving us, and lift our pause on them: librdkafka
+        keeps an application's pause across a rebalance, so a partition paused now and
+        assigned to us again later would otherwise never deliver again."""
         gone = frozenset(partitions)
         self._held = [entry for entry in self._held if entry.message.source not in gone]
+        paused = self._paused & gone
+        if paused:
+            self._consumer.resume(paused)
         self._assigned = self._assigned - gone
         self._paused -= gone
         for partition in gone:

@@ -1,31 +1,35 @@
-"""Everything both ledger backends share, so that SQLite and PostgreSQL cannot drift apart.
+"""The `Ledger` methods, written once for both backends so that they cannot drift apart.
 
-Each `Ledger` method is written once here against `Tx`, a tiny seam over one open
-transaction. A backend only supplies the connection, the transaction runner with its
-error translation, and a few dialect details: how an array parameter is compared, how rows
-are locked, and how times are stored. The pure steps that turn recorded requests and
-applied changes into scope statuses and status events (`_plan_records`, `_roll_up`) take
-no database at all, and use the rules of `consumer.status` so both backends emit exactly
-the same events.
+Each method runs against `Tx`, a tiny seam over one open transaction. A backend only
+supplies the connection, the transaction runner with its error translation, and a few
+dialect details: how an array parameter is compared, how rows are locked, how times are
+stored and how rows are bulk-inserted. Which rows and events a change causes is decided by
+the pure functions of `_derive`.
 
 SQL here uses `?` placeholders; the PostgreSQL backend rewrites them to `%s`.
 """
 
 from __future__ import annotations
 
-import uuid
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Protocol
 
+from consumer.ledger._derive import (
+    EVENT_COLUMNS,
+    ITEM_COLUMNS,
+    REQUEST_COLUMNS,
+    SCOPE_COLUMNS,
+    Row,
+    plan_records,
+    roll_up,
+)
 from consumer.ledger.base import LedgerUnavailable
 from consumer.model import TERMINAL_STATUSES, Regulation, Status, StatusEvent
-from consumer.status import is_forward, request_scope_status, vendor_scope_status
 from consumer.work import (
     Change,
     DueJob,
@@ -41,26 +45,8 @@ from consumer.work import (
     WorkItem,
 )
 
-Row = tuple[Any, ...]
-ToDb = Callable[[datetime], object]
-
 _TERMINAL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
-_INSERT_REQUEST = (
-    "INSERT INTO requests (request_id, regulation, requested_at, received_at, source,"
-    " trace_id, status) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_INSERT_SCOPE = (
-    "INSERT INTO vendor_scopes (request_id, vendor, status, updated_at) VALUES (?, ?, ?, ?)"
-)
-_INSERT_ITEM = (
-    "INSERT INTO items (request_id, vendor, identity_type, identity_value, destination, status,"
-    " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'QUEUED', ?, ?, ?)"
-)
-_INSERT_EVENT = (
-    "INSERT INTO events (event_id, request_id, vendor, status, previous_status, vendor_job_id,"
-    " changed_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_EVENT_COLUMNS = (
+_EVENT_SELECT = (
     "e.event_id, e.request_id, e.vendor, e.status, e.previous_status, e.vendor_job_id,"
     " e.changed_at, e.detail"
 )
@@ -100,6 +86,9 @@ class Tx(Protocol):
     def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
         """Execute one statement for each parameter row, in order."""
 
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """Insert rows in order (generated ids and seqs follow it), as fast as the backend can."""
+
 
 class Conflict(Exception):
     """A concurrent transaction inserted the same key; retrying will see its rows."""
@@ -117,108 +106,6 @@ def schema(name: str) -> list[str]:
     text = resources.files("consumer.ledger").joinpath(name).read_text(encoding="utf-8")
     lines = (line.split("--", 1)[0] for line in text.splitlines())
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
-
-
-def _event(
-    request_id: str,
-    vendor: str | None,
-    status: Status,
-    previous: Status | None,
-    vendor_job_id: str | None,
-    detail: str | None,
-    changed_at: object,
-) -> Row:
-    """An events row; every event gets a fresh id, which consumers dedupe on."""
-    return (
-        str(uuid.uuid4()), request_id, vendor, status.value,
-        None if previous is None else previous.value, vendor_job_id, changed_at, detail,
-    )
-
-
-@dataclass(slots=True)
-class _Records:
-    requests: list[Row] = field(default_factory=list)
-    scopes: list[Row] = field(default_factory=list)
-    items: list[Row] = field(default_factory=list)
-    events: list[Row] = field(default_factory=list)
-
-
-def _plan_records(batch: Sequence[NewRequest], now: datetime, to_db: ToDb) -> _Records:
-    """The rows that record new requests: RECEIVED, each vendor scope QUEUED or SKIPPED,
-    and the terminal request status right away when no vendor scope is left open."""
-    at = to_db(now)
-    out = _Records()
-    for new in batch:
-        req = new.request
-        rid = req.request_id
-        scopes = dict.fromkeys((item.vendor for item in new.items), Status.QUEUED)
-        skipped = {vendor: detail for vendor, detail in new.skipped if vendor not in scopes}
-        scopes.update(dict.fromkeys(skipped, Status.SKIPPED))
-        out.events.append(_event(rid, None, Status.RECEIVED, None, None, None, at))
-        for vendor, status in scopes.items():
-            out.scopes.append((rid, vendor, status.value, at))
-            out.events.append(_event(rid, vendor, status, None, None, skipped.get(vendor), at))
-        out.items.extend(
-            (rid, i.vendor, i.identity_type, i.identity_value, i.destination, at, at, at)
-            for i in new.items
-        )
-        final = request_scope_status(scopes)
-        status = Status.RECEIVED if final is None else final[0]
-        if final is not None:
-            out.events.append(_event(rid, None, status, Status.RECEIVED, None, final[1], at))
-        out.requests.append((rid, req.regulation.value, to_db(req.requested_at), at,
-                             req.source, req.trace_id, status.value))
-    return out
-
-
-@dataclass(slots=True)
-class _RollUp:
-    scope_updates: list[Row] = field(default_factory=list)
-    request_updates: list[Row] = field(default_factory=list)
-    events: list[Row] = field(default_factory=list)
-    statuses: list[Status] = field(default_factory=list)
-
-
-def _roll_up(
-    touched: set[int],
-    items: Sequence[Row],
-    scopes: Sequence[Row],
-    request_status: dict[str, Status],
-    changed_at: object,
-) -> _RollUp:
-    """Scope statuses and events after a change.
-
-    `items` are (item_id, request_id, vendor, status, job_id, vendor_job_id) for every item
-    of the touched requests, `scopes` (request_id, vendor, status) their vendor scopes.
-    A touched scope is recomputed over all its items and moves only forward; a request
-    whose vendor scopes are then all terminal gets its terminal request-scope event.
-    """
-    by_scope: defaultdict[tuple[str, str], list[Row]] = defaultdict(list)
-    for row in items:
-        by_scope[row[1], row[2]].append(row)
-    vendors: defaultdict[str, dict[str, Status]] = defaultdict(dict)
-    for rid, vendor, status in scopes:
-        vendors[rid][vendor] = Status(status)
-    dirty = sorted({(row[1], row[2]) for row in items if row[0] in touched})
-    out = _RollUp()
-    for rid, vendor in dirty:
-        rows = by_scope[rid, vendor]
-        new = vendor_scope_status([Status(row[3]) for row in rows])
-        current = vendors[rid].get(vendor)
-        if is_forward(current, new):
-            vendors[rid][vendor] = new
-            jobs = [(row[4], row[5]) for row in rows if row[3] == new and row[4] is not None]
-            job_ref = max(jobs)[1] if jobs else None
-            out.scope_updates.append((new.value, changed_at, rid, vendor))
-            out.events.append(_event(rid, vendor, new, current, job_ref, None, changed_at))
-            out.statuses.append(new)
-    for rid, status in sorted(request_status.items()):
-        final = None if status.is_terminal else request_scope_status(vendors[rid])
-        if final is not None:
-            out.request_updates.append((final[0].value, rid))
-            out.events.append(_event(rid, None, final[0], status, None, final[1], changed_at))
-            out.statuses.append(final[0])
-    return out
 
 
 class SqlLedger(ABC):
@@ -255,11 +142,9 @@ class SqlLedger(ABC):
         first: dict[str, NewRequest] = {}
         for new in batch:
             first.setdefault(new.request.request_id, new)
-        # Inserting in one key order makes replicas with overlapping batches wait, not deadlock.
-        ordered = sorted(first.values(), key=lambda new: new.request.request_id)
         for _ in range(_CONFLICT_RETRIES):
             try:
-                fresh = self._record_fresh(ordered, now)
+                fresh = self._record_fresh(list(first.values()), now)
             except Conflict:
                 continue  # a replica stored some of them meanwhile: they are duplicates now
             seen: set[str] = set()
@@ -276,11 +161,12 @@ class SqlLedger(ABC):
         with self._transaction(write=True) as tx:
             stored = self._stored_request_ids(tx, [new.request.request_id for new in batch])
             fresh = [new for new in batch if new.request.request_id not in stored]
-            records = _plan_records(fresh, now, self._to_db)
-            tx.many(_INSERT_REQUEST, records.requests)
-            tx.many(_INSERT_SCOPE, records.scopes)
-            tx.many(_INSERT_ITEM, records.items)
-            tx.many(_INSERT_EVENT, records.events)
+            records = plan_records(fresh, now, self._to_db)
+            # Keys in one order: replicas with overlapping batches then wait, not deadlock.
+            tx.insert("requests", REQUEST_COLUMNS, sorted(records.requests))
+            tx.insert("vendor_scopes", SCOPE_COLUMNS, records.scopes)
+            tx.insert("items", ITEM_COLUMNS, records.items)
+            tx.insert("events", EVENT_COLUMNS, records.events)
         return {new.request.request_id for new in fresh}
 
     def _stored_request_ids(self, tx: Tx, ids: list[str]) -> set[str]:
@@ -378,7 +264,7 @@ class SqlLedger(ABC):
                     f" WHERE item_id {self.in_array}",
                     (self._array(list(change.released_item_ids)),),
                 )
-            return self._record_roll_up(tx, set(touched), request_status, at)
+            return self._recordroll_up(tx, request_status, at)
 
     def _lock_requests(self, tx: Tx, item_ids: list[int]) -> dict[str, Status]:
         """Lock the requests of the touched items, in key order, so that concurrent changes
@@ -411,14 +297,14 @@ class SqlLedger(ABC):
         return (update.status.value, update.detail, update.attempts,
                 self._to_db_or_none(update.next_attempt_at), update.job_id, at, update.item_id)
 
-    def _record_roll_up(
-        self, tx: Tx, touched: set[int], request_status: dict[str, Status], at: object
+    def _recordroll_up(
+        self, tx: Tx, request_status: dict[str, Status], at: object
     ) -> list[Status]:
         if not request_status:
             return []
         ids = (self._array(list(request_status)),)
         items = tx.rows(
-            "SELECT i.item_id, i.request_id, i.vendor, i.status, j.job_id, j.vendor_job_id"
+            "SELECT i.request_id, i.vendor, i.status, j.job_id, j.vendor_job_id"
             " FROM items i LEFT JOIN jobs j ON j.job_id = i.job_id"
             f" WHERE i.request_id {self.in_array}", ids,
         )
@@ -426,17 +312,17 @@ class SqlLedger(ABC):
             "SELECT request_id, vendor, status FROM vendor_scopes"
             f" WHERE request_id {self.in_array}", ids,
         )
-        out = _roll_up(touched, items, scopes, request_status, at)
+        out = roll_up(items, scopes, request_status, at)
         tx.many("UPDATE vendor_scopes SET status = ?, updated_at = ? WHERE request_id = ?"
                 " AND vendor = ?", out.scope_updates)
         tx.many("UPDATE requests SET status = ? WHERE request_id = ?", out.request_updates)
-        tx.many(_INSERT_EVENT, out.events)
+        tx.insert("events", EVENT_COLUMNS, out.events)
         return out.statuses
 
     def pending_events(self, limit: int) -> list[OutboxEvent]:
         with self._transaction(write=False) as tx:
             rows = tx.rows(
-                f"SELECT e.seq, r.requested_at, {_EVENT_COLUMNS} FROM events e JOIN requests r"
+                f"SELECT e.seq, r.requested_at, {_EVENT_SELECT} FROM events e JOIN requests r"
                 " ON r.request_id = e.request_id WHERE e.published_at IS NULL"
                 " ORDER BY e.seq LIMIT ?",
                 (limit,),
@@ -476,7 +362,7 @@ class SqlLedger(ABC):
                 " i.updated_at, i.detail FROM items i LEFT JOIN jobs j ON j.job_id = i.job_id"
                 " WHERE i.request_id = ? ORDER BY i.item_id", (request_id,),
             )
-            events = tx.rows(f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.request_id = ?"
+            events = tx.rows(f"SELECT {_EVENT_SELECT} FROM events e WHERE e.request_id = ?"
                              " ORDER BY e.seq", (request_id,))
         by_vendor: defaultdict[str, list[ItemTrail]] = defaultdict(list)
         for vendor, kind, destination, status, job_ref, updated_at, detail in items:

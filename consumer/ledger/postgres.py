@@ -18,8 +18,10 @@ import psycopg
 from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
+from psycopg.sql import SQL, Identifier
 
-from consumer.ledger._common import Conflict, Row, SqlLedger, schema, utc
+from consumer.ledger._common import Conflict, SqlLedger, schema, utc
+from consumer.ledger._derive import Row
 from consumer.ledger.base import LedgerUnavailable
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -47,12 +49,23 @@ class _PgTx:
         if params:
             self._cursor.executemany(_placeholders(sql), params)
 
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        """COPY: several times faster than executemany for ingest's thousands of rows."""
+        if not rows:
+            return
+        statement = SQL("COPY {} ({}) FROM STDIN").format(
+            Identifier(table), SQL(", ").join(map(Identifier, columns))
+        )
+        with self._cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+
 
 class PostgresLedger(SqlLedger):
     """A `Ledger` in a PostgreSQL database given by a libpq URL."""
 
     in_array = "= ANY(?)"
-    lock_rows = ""
+    lock_rows = " FOR UPDATE"
     skip_locked = " FOR UPDATE OF {} SKIP LOCKED"
 
     def __init__(self, url: str) -> None:

@@ -1,5 +1,9 @@
 -- Ledger schema for PostgreSQL (same shape as sqlite.sql). Idempotent: migrate() runs it on
 -- every start, under an advisory lock so that replicas starting together do not race.
+--
+-- Rows that ingest writes (vendor_scopes, items, events) have no foreign key to their
+-- request: the ledger is their only writer and inserts parents first, and the checks
+-- cost a trigger per row (ingest ran ~2x faster without them).
 
 CREATE TABLE IF NOT EXISTS requests (
     request_id   TEXT PRIMARY KEY,
@@ -13,7 +17,7 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_open ON requests (requested_at) WHERE status = 'RECEIVED';
 
 CREATE TABLE IF NOT EXISTS vendor_scopes (
-    request_id TEXT NOT NULL REFERENCES requests (request_id),
+    request_id TEXT NOT NULL,
     vendor     TEXT NOT NULL,
     status     TEXT NOT NULL,             -- last vendor-scope status emitted
     updated_at TIMESTAMPTZ NOT NULL,
@@ -50,8 +54,7 @@ CREATE TABLE IF NOT EXISTS items (
     job_id          BIGINT REFERENCES jobs (job_id),
     detail          TEXT,
     created_at      TIMESTAMPTZ NOT NULL,
-    updated_at      TIMESTAMPTZ NOT NULL,
-    FOREIGN KEY (request_id, vendor) REFERENCES vendor_scopes (request_id, vendor)
+    updated_at      TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_queued ON items (vendor, next_attempt_at, item_id)
     WHERE status = 'QUEUED';
@@ -62,7 +65,7 @@ CREATE INDEX IF NOT EXISTS items_job ON items (job_id) WHERE job_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     seq             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id        TEXT NOT NULL,        -- uuid4, unique by construction
-    request_id      TEXT NOT NULL REFERENCES requests (request_id),
+    request_id      TEXT NOT NULL,
     vendor          TEXT,                 -- NULL: request scope
     status          TEXT NOT NULL,
     previous_status TEXT,

@@ -11,6 +11,7 @@ time order and the file stays readable with the sqlite3 shell.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from consumer.ledger._common import Row, SqlLedger, schema, utc
+from consumer.ledger._common import SqlLedger, schema, utc
+from consumer.ledger._derive import Row
 from consumer.ledger.base import LedgerUnavailable
 
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -37,6 +39,15 @@ class _SqliteTx:
     def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
         if params:
             self._conn.executemany(sql, params)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
+        self.many(_insert_sql(table, tuple(columns)), rows)
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
 @contextmanager

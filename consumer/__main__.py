@@ -1,0 +1,7 @@
+"""`python -m consumer` is `erasure-worker`."""
+
+import sys
+
+from consumer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""`erasure-worker` commands (contract §5): run, status, setup, check.
+
+User mistakes (a bad config, an unknown request id, an unreachable dependency) end with
+one clear line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from consumer.config import ConfigError, Settings, load_settings
+from consumer.kafka import KafkaFailure, client_config, ping
+from consumer.ledger import LedgerUnavailable, open_ledger
+from consumer.logs import configure_logging
+from consumer.trail import trail_json, trail_text
+from consumer.vendors import UnsupportedVendor, build_adapter
+from consumer.vendors.base import VendorError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+CHECK_TIMEOUT_SECONDS = 10.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: Callable[[Settings, argparse.Namespace], int] = args.command
+    try:
+        settings = load_settings(_config_path(args))
+        return command(settings, args)
+    except (ConfigError, UnsupportedVendor) as error:
+        print(f"erasure-worker: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except LedgerUnavailable as error:
+        print(f"erasure-worker: ledger unavailable: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def run(settings: Settings, _args: argparse.Namespace) -> int:
+    from consumer.worker import Worker  # noqa: PLC0415 (other commands needn't pay for it)
+
+    configure_logging()
+    Worker(settings).run()
+    return EXIT_OK
+
+
+def status(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = open_ledger(settings.ledger.url)
+    try:
+        trail = ledger.trail(args.request_id)
+    finally:
+        ledger.close()
+    if trail is None:
+        print(f"erasure-worker: no request {args.request_id} in the ledger", file=sys.stderr)
+        return EXIT_FAILURE
+    print(json.dumps(trail_json(trail), indent=2) if args.json else trail_text(trail))
+    return EXIT_OK
+
+
+def setup(settings: Settings, _args: argparse.Namespace) -> int:
+    # Only Monetate needs one-time setup (its dataset); no enabled vendor here does.
+    enabled = ", ".join(settings.vendors.enabled()) or "none"
+    print(f"nothing to set up for the enabled vendors ({enabled})")
+    return EXIT_OK
+
+
+def check(settings: Settings, _args: argparse.Namespace) -> int:
+    results = [("config", True, "valid")]
+    results.append(_check_kafka(settings))
+    results.append(_check_ledger(settings))
+    results.extend(_check_vendor(name, settings) for name in settings.vendors.enabled())
+    for name, ok, detail in results:
+        print(f"{name:<12} {'ok' if ok else 'FAILED':<7} {detail}")
+    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_FAILURE
+
+
+def _check_kafka(settings: Settings) -> tuple[str, bool, str]:
+    try:
+        ping(client_config(settings.kafka), CHECK_TIMEOUT_SECONDS)
+    except KafkaFailure as error:
+        return "kafka", False, str(error)
+    return "kafka", True, settings.kafka.bootstrap_servers
+
+
+def _check_ledger(settings: Settings) -> tuple[str, bool, str]:
+    ledger = open_ledger(settings.ledger.url)
+    try:
+        ledger.ping()
+    except LedgerUnavailable as error:
+        return "ledger", False, str(error)
+    finally:
+        ledger.close()
+    return "ledger", True, settings.ledger.redacted_url
+
+
+def _check_vendor(name: str, settings: Settings) -> tuple[str, bool, str]:
+    vendor_settings = settings.vendors.enabled()[name]
+    adapter = build_adapter(vendor_settings, lambda _seconds: None)
+    try:
+        adapter.check()
+    except VendorError as error:
+        return name, False, str(error)
+    finally:
+        adapter.close()
+    return name, True, f"authenticated at {vendor_settings.base_url}"
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path = args.config or os.environ.get("ERASURE_CONFIG")
+    if not path:
+        raise ConfigError("no configuration: pass --config FILE or set ERASURE_CONFIG")
+    return Path(path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="erasure-worker",
+        description="Fans GDPR/CCPA erasure requests from Kafka out to marketing vendors.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    for name, function, help_text in (
+        ("run", run, "consume requests and carry them out until SIGTERM"),
+        ("status", status, "print a request's audit trail"),
+        ("setup", setup, "one-time vendor setup (idempotent)"),
+        ("check", check, "validate the config and reach Kafka, the ledger and each vendor"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", help="YAML configuration (default: $ERASURE_CONFIG)")
+        command.set_defaults(command=function)
+        if name == "status":
+            command.add_argument("request_id")
+            command.add_argument("--json", action="store_true", help="one JSON object")
+    return parser

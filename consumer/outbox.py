@@ -1,0 +1,235 @@
+"""The outbox publisher: status events recorded in the ledger -> `erasure.status.changed`.
+
+Events are recorded in the same transactions as the changes that cause them, and only
+removed from the outbox once the broker has confirmed them, so none is lost; after a
+crash one may be sent twice, with the same event_id (consumers dedupe on it).
+
+One replica publishes at a time: the one holding the ledger's named lease "outbox",
+renewed before every batch. Events go out in the order they were recorded, keyed by
+request_id, so each request's events stay in order on their partition. If a batch is only
+partly confirmed, only the confirmed prefix is marked published: the rest is sent again
+in order, never a later event without an earlier one.
+
+Runs on its own thread with its own ledger object. It sleeps on an event that `notify()`
+sets, so a loop that has just recorded events can wake it instead of waiting out a poll
+interval.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+from consumer.codec import Codec, SchemaUnavailable
+from consumer.config import KafkaSettings
+from consumer.ingest import Clock, backoff, utc_now
+from consumer.kafka import OutgoingMessage, Producer, producer_config
+from consumer.ledger.base import Ledger, LedgerUnavailable
+from consumer.metrics import COMPLETION_SECONDS, LEDGER_ERRORS, OUTBOX_BACKLOG, STATUS_EVENTS
+from consumer.model import Status
+from consumer.work import OutboxEvent
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME: Final = "outbox"
+
+
+def default_owner() -> str:
+    """A lease owner id unique to this process (host, pid and a random suffix)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxTuning:
+    """How the publisher batches, sleeps and retries.
+
+    The lease must outlast a whole batch (at most `delivery_timeout`), or another replica
+    could take it over mid-batch. A replica without the lease tries again every
+    `standby_wait` seconds, so after a leader dies its successor starts within
+    `lease_seconds + standby_wait`.
+    """
+
+    batch_size: int = 500
+    lease_seconds: float = 15.0
+    idle_wait: float = 1.0
+    standby_wait: float = 2.0
+    delivery_timeout: float = 10.0
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.delivery_timeout >= self.lease_seconds:
+            raise ValueError("lease_seconds must be longer than delivery_timeout")
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm every event of the batch."""
+
+
+class OutboxPublisher:
+    """Publishes the ledger's outbox. Owns its producer (closed by `stop`), not its ledger.
+
+    `is_leader` says whether this replica held the lease at its last cycle; `last_cycle`
+    is the `time.monotonic()` at which the last cycle ended (for /healthz).
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        producer: Producer,
+        codec: Codec,
+        topic: str,
+        *,
+        owner: str | None = None,
+        clock: Clock = utc_now,
+        tuning: OutboxTuning | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._producer = producer
+        self._codec = codec
+        self._topic = topic
+        self.owner = owner or default_owner()
+        self._clock = clock
+        self._tuning = tuning or OutboxTuning()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self.is_leader = False
+        self.last_cycle: float | None = None
+
+    @classmethod
+    def create(
+        cls,
+        kafka: KafkaSettings,
+        ledger: Ledger,
+        codec: Codec,
+        *,
+        owner: str | None = None,
+        clock: Clock = utc_now,
+        tuning: OutboxTuning | None = None,
+    ) -> OutboxPublisher:
+        """The publisher as `kafka` configures it (its own idempotent producer)."""
+        producer = Producer(producer_config(kafka))
+        return cls(
+            ledger, producer, codec, kafka.status_topic, owner=owner, clock=clock, tuning=tuning
+        )
+
+    def start(self) -> None:
+        """Run the loop on a new thread named "outbox"."""
+        self._thread = threading.Thread(target=self.run, name="outbox", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def notify(self) -> None:
+        """Events were recorded: publish now rather than after the idle wait. Any thread."""
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Let the batch in hand finish, flush the producer and wait for the thread."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        """Publish until `stop()`, then flush what is in flight."""
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()
+                wait = self._guarded_cycle()
+                self.last_cycle = time.monotonic()
+                self._wake.wait(wait)
+        finally:
+            left = self._producer.close(self._tuning.close_timeout)
+            if left:
+                log.warning("%d status event(s) unconfirmed at shutdown; sent again later", left)
+
+    def publish_once(self) -> float:
+        """One cycle: renew the lease, publish one batch, mark it published.
+
+        Returns how long to wait before the next cycle (0 when more events are pending).
+        Raises LedgerUnavailable, SchemaUnavailable or PublishFailed.
+        """
+        now = self._clock()
+        until = now + timedelta(seconds=self._tuning.lease_seconds)
+        leader = self._ledger.try_lease(LEASE_NAME, self.owner, now, until)
+        if leader != self.is_leader:
+            log.info("Outbox lease %s by %s", "taken" if leader else "lost", self.owner)
+            self.is_leader = leader
+        if not leader:
+            OUTBOX_BACKLOG.set(self._ledger.outbox_backlog())
+            return self._tuning.standby_wait
+        events = self._ledger.pending_events(self._tuning.batch_size)
+        if events:
+            self._publish(events)
+        OUTBOX_BACKLOG.set(self._ledger.outbox_backlog())
+        return 0.0 if len(events) == self._tuning.batch_size else self._tuning.idle_wait
+
+    def _guarded_cycle(self) -> float:
+        """A cycle whose failures turn into a backoff: the loop never dies silently."""
+        try:
+            wait = self.publish_once()
+        except (LedgerUnavailable, SchemaUnavailable, PublishFailed) as error:
+            if isinstance(error, LedgerUnavailable):
+                LEDGER_ERRORS.labels(loop="outbox").inc()
+            return self._backoff(f"{type(error).__name__}: {error}")
+        except Exception:
+            log.exception("Unexpected error in the outbox publisher")
+            return self._backoff("unexpected error")
+        self._failures = 0
+        return wait
+
+    def _backoff(self, why: str) -> float:
+        self._failures += 1
+        delay = backoff(self._failures, self._tuning.retry_initial, self._tuning.retry_max)
+        log.warning("Outbox publishing failed (%s); retrying in %.1f s", why, delay)
+        return delay
+
+    def _publish(self, events: Sequence[OutboxEvent]) -> None:
+        """Send a batch, wait for the broker, and mark the confirmed prefix published."""
+        messages = [
+            OutgoingMessage(
+                self._topic,
+                key=e.event.request_id.encode(),
+                value=self._codec.encode_status_event(e.event),
+            )
+            for e in events
+        ]
+        outcomes = self._producer.deliver(messages, self._tuning.delivery_timeout)
+        confirmed = len(list(itertools.takewhile(lambda outcome: outcome is None, outcomes)))
+        if confirmed:
+            self._ledger.mark_published([e.seq for e in events[:confirmed]], self._clock())
+            _count(events[:confirmed])
+        if confirmed < len(events):
+            first_failure = outcomes[confirmed]
+            raise PublishFailed(
+                f"{len(events) - confirmed} of {len(events)} event(s) unconfirmed: {first_failure}"
+            )
+
+
+def _count(published: Sequence[OutboxEvent]) -> None:
+    """Status event counts, and completion times of vendor scopes that finished.
+
+    SKIPPED is left out of the completion times: nothing was done, and its vendor may be
+    any name a request listed (an unbounded label).
+    """
+    for outbox_event in published:
+        event = outbox_event.event
+        STATUS_EVENTS.labels(status=event.status.value).inc()
+        finished = event.status.is_terminal and event.status is not Status.SKIPPED
+        if event.vendor is not None and finished:
+            elapsed = (event.changed_at - outbox_event.requested_at).total_seconds()
+            COMPLETION_SECONDS.labels(vendor=event.vendor).observe(max(0.0, elapsed))

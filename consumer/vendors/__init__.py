@@ -1,0 +1,26 @@
+"""Vendor adapters, one module each; `build_adapter` picks one from its settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from consumer.config import AcousticSettings, VendorSettings
+from consumer.vendors.acoustic import AcousticAdapter
+from consumer.vendors.base import VendorAdapter
+from consumer.vendors.http import VendorHttp
+
+Sleep = Callable[[float], object]
+
+
+class UnsupportedVendor(Exception):
+    """The configuration enables a vendor this release has no adapter for."""
+
+
+def build_adapter(settings: VendorSettings, sleep: Sleep) -> VendorAdapter:
+    """A new adapter (its own HTTP session) for one loop; `sleep` is used for in-call
+    retry waits, so passing a stop event's `wait` makes shutdown cut them short."""
+    http = VendorHttp(settings.vendor, timeout_seconds=settings.timeout_seconds, sleep=sleep)
+    if isinstance(settings, AcousticSettings):
+        return AcousticAdapter(settings, http)
+    http.close()
+    raise UnsupportedVendor(f"vendors.{settings.vendor}: this release has no adapter for it yet")

@@ -1,0 +1,199 @@
+"""`erasure-worker run`: the stages wired together, and a graceful stop (contract §5).
+
+Threads: the main thread runs ingest (Kafka -> ledger); each enabled vendor has a
+dispatch loop and a poll loop; one outbox publisher; one gauge refresher; the HTTP
+server. Every loop has its own ledger object and its own vendor session, so no database
+connection or HTTP session is shared between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from consumer.codec import Codec
+from consumer.config import Settings, VendorSettings
+from consumer.dispatch import Dispatcher, lease_seconds
+from consumer.gauges import LedgerGauges
+from consumer.httpserver import HttpServer
+from consumer.ingest import Ingest
+from consumer.ledger import Ledger, LedgerUnavailable, open_ledger
+from consumer.loops import Heartbeats, LoopThread
+from consumer.outbox import OutboxPublisher
+from consumer.poller import Poller
+from consumer.vendor_health import VendorHealth
+from consumer.vendors import build_adapter
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+SHUTDOWN_SECONDS = 25.0
+INGEST_STALL_SECONDS = 60.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def worker_id() -> str:
+    """Names this process in leases, so another replica knows whose claims expire."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._owner = worker_id()
+        self._stop = threading.Event()
+        self._heartbeats = Heartbeats()
+        self._loops: list[LoopThread] = []
+        self._health: dict[str, VendorHealth] = {}
+        self._ingest: Ingest | None = None
+        self._outbox: OutboxPublisher | None = None
+        self._probe_ledger: Ledger | None = None
+        vendors = settings.vendors.enabled().values()
+        self._stale_after = max((lease_seconds(v, len(v.destinations)) for v in vendors), default=0)
+        self._stale_after += 60.0
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or `stop()`), then drain within ~25 s."""
+        self._install_signal_handlers()
+        codec = Codec.from_settings(self._settings.kafka)
+        with ExitStack() as resources:
+            ledger = self._open_ledger(resources)
+            ledger.migrate()
+            self._outbox = OutboxPublisher.create(
+                self._settings.kafka, self._open_ledger(resources), codec, owner=self._owner
+            )
+            self._start_vendor_loops(resources)
+            self._start_gauges(resources)
+            http = HttpServer(self._settings.http.port, self.health, self.readiness)
+            http.start()
+            resources.callback(http.stop)
+            self._outbox.start()
+            log.info(
+                "worker %s started; vendors: %s", self._owner, ", ".join(self._health) or "none"
+            )
+            self._ingest = Ingest.create(
+                self._settings.kafka,
+                ledger,
+                codec,
+                self._settings.vendors.enabled(),
+                clock=self._clock,
+                on_recorded=self._outbox.notify,
+            )
+            try:
+                self._ingest.run()
+            finally:
+                self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ingest is not None:
+            self._ingest.stop()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Alive while every loop keeps stepping and ingest keeps polling."""
+        stale = self._heartbeats.stale(self._stale_after)
+        dead = [loop.name for loop in self._loops if not loop.is_alive()]
+        if self._outbox is not None and not self._outbox.alive():
+            dead.append("outbox")
+        ingest_ok = True
+        if self._ingest is not None:
+            last_poll = self._ingest.state().last_poll
+            ingest_ok = last_poll is None or time.monotonic() - last_poll < INGEST_STALL_SECONDS
+        ok = not stale and (not dead or self._stop.is_set()) and ingest_ok
+        return ok, {"stale_loops": stale, "dead_loops": dead, "ingest_polling": ingest_ok}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once the ledger answers and the consumer is in its group."""
+        in_group = self._ingest is not None and self._ingest.state().in_group
+        ledger_ok = self._ledger_answers()
+        vendors = {name: health.problem or "ok" for name, health in self._health.items()}
+        ok = in_group and ledger_ok and not self._stop.is_set()
+        return ok, {"in_group": in_group, "ledger": ledger_ok, "vendors": vendors}
+
+    def _ledger_answers(self) -> bool:
+        # Called only from the HTTP server's single thread, which owns this ledger object.
+        if self._probe_ledger is None:
+            self._probe_ledger = open_ledger(self._settings.ledger.url)
+        try:
+            self._probe_ledger.ping()
+        except LedgerUnavailable:
+            return False
+        return True
+
+    def _open_ledger(self, resources: ExitStack) -> Ledger:
+        ledger = open_ledger(self._settings.ledger.url)
+        resources.callback(ledger.close)
+        return ledger
+
+    def _start_vendor_loops(self, resources: ExitStack) -> None:
+        for name, settings in self._settings.vendors.enabled().items():
+            health = VendorHealth(name)
+            self._health[name] = health
+            dispatcher = Dispatcher(
+                settings,
+                self._open_ledger(resources),
+                self._adapter(settings, resources),
+                self._owner,
+                self._clock,
+                health,
+                self._stop,
+            )
+            poller = Poller(
+                settings,
+                self._open_ledger(resources),
+                self._adapter(settings, resources),
+                self._owner,
+                self._clock,
+                health,
+                self._stop,
+            )
+            self._start_loop(f"dispatch-{name}", dispatcher.step)
+            self._start_loop(f"poll-{name}", poller.step)
+
+    def _adapter(self, settings: VendorSettings, resources: ExitStack) -> Any:
+        adapter = build_adapter(settings, self._stop.wait)
+        resources.callback(adapter.close)
+        return adapter
+
+    def _start_gauges(self, resources: ExitStack) -> None:
+        gauges = LedgerGauges(self._open_ledger(resources), self._health, self._clock)
+        self._start_loop("gauges", gauges.step)
+
+    def _start_loop(self, name: str, step: Callable[[], float]) -> None:
+        loop = LoopThread(name, step, self._stop, self._heartbeats)
+        self._loops.append(loop)
+        loop.start()
+
+    def _shutdown(self) -> None:
+        """Ingest has committed and closed; let the loops finish the call in hand."""
+        self._stop.set()
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        for loop in self._loops:
+            loop.join(max(0.0, deadline - time.monotonic() - 5.0))
+            if loop.is_alive():
+                log.warning("%s still busy at shutdown; its leases will expire", loop.name)
+        if self._outbox is not None:
+            self._outbox.stop(max(0.0, deadline - time.monotonic()))
+        log.info("worker %s stopped", self._owner)
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s; stopping", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)

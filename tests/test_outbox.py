@@ -1,0 +1,281 @@
+"""The outbox publisher over a real broker (Tansu) and the real SQLite ledger."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import confluent_kafka
+import pytest
+from confluent_kafka import KafkaError
+from pydantic import SecretStr
+
+from consumer.codec import Codec, decode_status_event
+from consumer.config import KafkaSettings, VendorSettings, VoyadoSettings
+from consumer.fanout import plan_request
+from consumer.kafka import Config, DeliveryCallback, Producer, ProducerClient, producer_config
+from consumer.ledger import Ledger, open_ledger
+from consumer.metrics import REGISTRY
+from consumer.model import ErasureRequest, Identity, Regulation, Status, StatusEvent
+from consumer.outbox import OutboxPublisher, OutboxTuning, PublishFailed
+from consumer.work import Change, ItemUpdate
+from tests.kafka_helpers import read_all, wait_until
+
+ENABLED: dict[str, VendorSettings] = {
+    "voyado": VoyadoSettings(base_url="https://voyado.example", api_key=SecretStr("k"))
+}
+REQUESTED_AT = datetime(2024, 5, 1, tzinfo=UTC)
+TUNING = OutboxTuning(lease_seconds=5.0, delivery_timeout=3.0, retry_initial=0.05, retry_max=0.2)
+
+
+def a_request(vendors: tuple[str, ...] | None = None) -> ErasureRequest:
+    return ErasureRequest(
+        request_id=str(uuid.uuid4()),
+        requested_at=REQUESTED_AT,
+        regulation=Regulation.GDPR,
+        identities=(Identity("customer_key", "K-1"),),
+        vendors=vendors,
+        source=None,
+        trace_id=None,
+    )
+
+
+def record(ledger: Ledger, *requests: ErasureRequest) -> None:
+    ledger.record_requests([plan_request(r, ENABLED) for r in requests], datetime.now(UTC))
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def same_event(published: StatusEvent, recorded: StatusEvent) -> bool:
+    """Equal, but for changed_at travelling as Avro timestamp-millis."""
+    changed_at = recorded.changed_at
+    truncated = changed_at.replace(microsecond=changed_at.microsecond // 1000 * 1000)
+    return published == dataclasses.replace(recorded, changed_at=truncated)
+
+
+@pytest.fixture
+def ledger_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = open_ledger(url)
+    ledger.migrate()
+    ledger.close()
+    return url
+
+
+@pytest.fixture
+def open_ledgers(ledger_url: str) -> Iterator[Callable[[], Ledger]]:
+    """Opens ledger objects on the test's database (one per publisher, as in the worker)."""
+    opened: list[Ledger] = []
+
+    def open_one() -> Ledger:
+        opened.append(open_ledger(ledger_url))
+        return opened[-1]
+
+    yield open_one
+    for ledger in opened:
+        ledger.close()
+
+
+def a_publisher(
+    kafka: KafkaSettings,
+    ledger: Ledger,
+    owner: str,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    tuning: OutboxTuning = TUNING,
+) -> OutboxPublisher:
+    return OutboxPublisher.create(kafka, ledger, Codec(), owner=owner, clock=clock, tuning=tuning)
+
+
+def published(kafka: KafkaSettings, count: int) -> list[confluent_kafka.Message]:
+    return read_all(kafka.bootstrap_servers, kafka.status_topic, count)
+
+
+def test_events_are_published_in_order_keyed_by_request_id(
+    kafka: KafkaSettings, open_ledgers: Callable[[], Ledger]
+) -> None:
+    ledger = open_ledgers()
+    record(ledger, *(a_request(vendors=("voyado", "mailchimp")) for _ in range(5)))
+    expected = ledger.pending_events(1000)
+    assert len(expected) == 15  # RECEIVED, voyado QUEUED, mailchimp SKIPPED
+    statuses = ("RECEIVED", "QUEUED", "SKIPPED")
+    counts = {s: metric("erasure_status_events_total", status=s) for s in statuses}
+    publisher = a_publisher(kafka, open_ledgers(), "only")
+
+    assert publisher.publish_once() == TUNING.idle_wait
+    assert ledger.outbox_backlog() == 0
+    assert metric("erasure_outbox_backlog") == 0
+
+    messages = published(kafka, len(expected))
+    events = [decode_status_event(m.value() or b"") for m in messages]
+    assert [m.key() for m in messages] == [e.event.request_id.encode() for e in expected]
+    assert all(same_event(got, want.event) for got, want in zip(events, expected, strict=True))
+    assert len({e.event_id for e in events}) == len(events)
+    for status, before in counts.items():
+        assert metric("erasure_status_events_total", status=status) - before == 5
+
+
+def test_completion_time_is_observed_for_finished_vendor_scopes(
+    kafka: KafkaSettings, open_ledgers: Callable[[], Ledger]
+) -> None:
+    ledger = open_ledgers()
+    record(ledger, a_request(vendors=("voyado", "mailchimp")))
+    now = datetime.now(UTC)
+    (item,) = ledger.claim_items("voyado", now, 10, "test", now + timedelta(minutes=1))
+    ledger.apply(Change(items=(ItemUpdate(item.item_id, Status.COMPLETED),)), now)
+    finished = metric("erasure_completion_seconds_count", vendor="voyado")
+    total = metric("erasure_completion_seconds_sum", vendor="voyado")
+
+    a_publisher(kafka, open_ledgers(), "only").publish_once()
+
+    assert metric("erasure_completion_seconds_count", vendor="voyado") - finished == 1
+    elapsed = metric("erasure_completion_seconds_sum", vendor="voyado") - total
+    assert elapsed == pytest.approx((now - REQUESTED_AT).total_seconds(), abs=60)
+    skipped = REGISTRY.get_sample_value("erasure_completion_seconds_count", {"vendor": "mailchimp"})
+    assert skipped is None
+
+
+def test_only_the_lease_holder_publishes_until_its_lease_expires(
+    kafka: KafkaSettings, open_ledgers: Callable[[], Ledger]
+) -> None:
+    ledger = open_ledgers()
+    leader = a_publisher(kafka, open_ledgers(), "leader")
+    standby = a_publisher(kafka, open_ledgers(), "standby")
+    after_expiry = datetime.now(UTC) + timedelta(seconds=TUNING.lease_seconds + 1)
+    successor = a_publisher(kafka, open_ledgers(), "successor", clock=lambda: after_expiry)
+    record(ledger, a_request())
+
+    leader.publish_once()
+    assert leader.is_leader
+    assert ledger.outbox_backlog() == 0
+    record(ledger, a_request())
+    assert standby.publish_once() == TUNING.standby_wait
+    assert not standby.is_leader
+    assert ledger.outbox_backlog() == 2
+
+    successor.publish_once()  # its clock is past the leader's lease
+    assert successor.is_leader
+    assert ledger.outbox_backlog() == 0
+    assert leader.publish_once() == TUNING.standby_wait
+    assert not leader.is_leader
+
+    events = [decode_status_event(m.value() or b"") for m in published(kafka, 4)]
+    assert len({e.event_id for e in events}) == 4
+    assert_nothing_after(kafka, 4)
+
+
+def assert_nothing_after(kafka: KafkaSettings, count: int) -> None:
+    """No record beyond the first `count` arrives within a second (no duplicates sent)."""
+    with pytest.raises(AssertionError, match=f"read {count} of {count + 1}"):
+        read_all(kafka.bootstrap_servers, kafka.status_topic, count + 1, timeout=1.0)
+
+
+def test_two_running_publishers_never_both_publish(
+    kafka: KafkaSettings, open_ledgers: Callable[[], Ledger]
+) -> None:
+    ledger = open_ledgers()
+    tuning = OutboxTuning(
+        batch_size=7, lease_seconds=5.0, delivery_timeout=3.0, idle_wait=0.05, standby_wait=0.05
+    )
+    publishers = [a_publisher(kafka, open_ledgers(), owner, tuning=tuning) for owner in "ab"]
+    for publisher in publishers:
+        publisher.start()
+    try:
+        for _ in range(10):
+            record(ledger, a_request())
+            for publisher in publishers:
+                publisher.notify()
+        wait_until(lambda: ledger.outbox_backlog() == 0, 20, "an empty outbox")
+        assert sum(p.is_leader for p in publishers) == 1
+    finally:
+        for publisher in publishers:
+            publisher.stop(10)
+    assert not any(p.alive() for p in publishers)
+    events = [decode_status_event(m.value() or b"") for m in published(kafka, 20)]
+    assert len({e.event_id for e in events}) == 20
+    assert_nothing_after(kafka, 20)
+
+
+class FatalOnFlush:
+    """Stands in for a librdkafka producer that hit a fatal error: it delivers nothing and
+    reports `_FATAL` through the error callback and every delivery report."""
+
+    def __init__(self, config: Config) -> None:
+        self._error_cb: Callable[[KafkaError], None] = config["error_cb"]
+        self._reports: list[DeliveryCallback] = []
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
+        if on_delivery is not None:
+            self._reports.append(on_delivery)
+
+    def poll(self, timeout: float = -1) -> int:
+        return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        error = KafkaError(KafkaError._FATAL, "simulated UNKNOWN_PRODUCER_ID", fatal=True)
+        self._error_cb(error)
+        for report in self._reports:
+            report(error, confluent_kafka.Message())
+        self._reports = []
+        return 0
+
+    def purge(self) -> None:
+        self._reports = []
+
+
+def test_the_producer_is_recreated_after_a_fatal_error(
+    kafka: KafkaSettings, open_ledgers: Callable[[], Ledger]
+) -> None:
+    ledger = open_ledgers()
+    record(ledger, a_request(), a_request())
+    created: list[ProducerClient] = []
+
+    def factory(config: Config) -> ProducerClient:
+        producer = FatalOnFlush(config) if not created else confluent_kafka.Producer(config)
+        created.append(producer)
+        return producer
+
+    producer = Producer(producer_config(kafka), factory=factory)
+    publisher = OutboxPublisher(
+        ledger, producer, Codec(), kafka.status_topic, owner="only", tuning=TUNING
+    )
+
+    with pytest.raises(PublishFailed, match="_FATAL"):
+        publisher.publish_once()
+    assert ledger.outbox_backlog() == 4, "nothing unconfirmed may be marked published"
+    assert len(created) == 1
+
+    publisher.publish_once()
+    assert len(created) == 2
+    assert ledger.outbox_backlog() == 0
+    assert len(published(kafka, 4)) == 4
+
+
+def test_notify_wakes_an_idle_publisher_and_stop_flushes(
+    kafka: KafkaSettings, open_ledgers: Callable[[], Ledger]
+) -> None:
+    ledger = open_ledgers()
+    idle = OutboxTuning(idle_wait=60.0, lease_seconds=5.0, delivery_timeout=3.0)
+    publisher = a_publisher(kafka, open_ledgers(), "only", tuning=idle)
+    publisher.start()
+    try:
+        wait_until(lambda: publisher.last_cycle is not None, 10, "a first, empty cycle")
+        record(ledger, a_request())
+        publisher.notify()
+        wait_until(lambda: ledger.outbox_backlog() == 0, 10, "publishing well before idle_wait")
+    finally:
+        publisher.stop(10)
+    assert not publisher.alive()
+    assert len(published(kafka, 2)) == 2
