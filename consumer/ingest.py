@@ -212,8 +212,10 @@ class Ingest:
             self._held = [_Entry(message) for message in self._consume(self._tuning.poll_timeout)]
         else:
             wait = min(self._tuning.poll_timeout, max(0.0, self._retry_at - time.monotonic()))
-            # Paused partitions yield nothing; a partition assigned meanwhile might.
-            self._held.extend(_Entry(message) for message in self._consume(wait))
+            # Paused partitions yield nothing; a partition assigned meanwhile might. (Consume
+            # first: a revocation inside consume replaces self._held.)
+            arrived = self._consume(wait)
+            self._held.extend(_Entry(message) for message in arrived)
             if not self._held:  # all of it was revoked
                 self._resume_all()
                 return

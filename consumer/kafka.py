@@ -35,6 +35,16 @@ from consumer.config import KafkaSettings
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("consumer.kafka.librdkafka")
 
+
+def _not_cross_client_warning(record: logging.LogRecord) -> bool:
+    """`kafka.config` goes to consumers and producers alike (one place for security.*,
+    sasl.*), so librdkafka's notes that a consumer-only property is ignored by a producer
+    (or the reverse) are expected, not news for the operator."""
+    return "will be ignored by this" not in record.getMessage()
+
+
+_librdkafka_log.addFilter(_not_cross_client_warning)
+
 Config = dict[str, Any]
 DeliveryCallback = Callable[[KafkaError | None, confluent_kafka.Message], None]
 
@@ -94,13 +104,15 @@ class Partition(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A consumed record: where it came from, and its key and value exactly as stored."""
+    """A consumed record: where it came from, and its key and value exactly as stored.
+    A header with a null value reads as `b""`."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def source(self) -> Partition:
@@ -243,7 +255,17 @@ def _message(record: confluent_kafka.Message) -> Message:
     topic, partition, offset = record.topic(), record.partition(), record.offset()
     if topic is None or partition is None or offset is None:
         raise KafkaFailure("consumed a record without a position", code="_BAD_MSG")
-    return Message(topic, partition, offset, record.key(), record.value())
+    return Message(topic, partition, offset, record.key(), record.value(), _headers(record))
+
+
+def _headers(record: confluent_kafka.Message) -> tuple[tuple[str, bytes], ...]:
+    raw = record.headers()
+    if not raw:
+        return ()
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple(
+        (name, value.encode() if isinstance(value, str) else value or b"") for name, value in pairs
+    )
 
 
 def _topic_partitions(partitions: Iterable[Partition]) -> list[TopicPartition]:

@@ -71,6 +71,7 @@ class Worker:
         self._install_signal_handlers()
         codec = Codec.from_settings(self._settings.kafka)
         with ExitStack() as resources:
+            resources.callback(codec.close)
             ledger = self._open_ledger(resources)
             ledger.migrate()
             self._outbox = OutboxPublisher.create(

@@ -21,6 +21,7 @@ from consumer.metrics import REGISTRY
 from consumer.model import ErasureRequest, Identity, Regulation
 from consumer.work import NewRequest, RecordResult
 from tests.kafka_helpers import (
+    FAST_GROUP_CONFIG,
     committed_offsets,
     kafka_settings,
     produce,
@@ -266,10 +267,19 @@ def test_ledger_outage_pauses_commits_nothing_and_loses_nothing(
     assert metric("erasure_ledger_unavailable_total", loop="ingest") - errors == flaky.failures
 
 
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
 def test_a_rebalance_loses_nothing(
-    kafka_bootstrap: str, ledger_path: str, ledger: Ledger, own_ledger: Ledger, opened: list[Ledger]
+    strategy: str,
+    kafka_bootstrap: str,
+    ledger_path: str,
+    ledger: Ledger,
+    own_ledger: Ledger,
+    opened: list[Ledger],
 ) -> None:
-    kafka = kafka_settings(kafka_bootstrap, partitions=4)
+    """A holds a batch it cannot write when B joins; after the rebalance and after A
+    leaves again, every request is in the ledger and every offset committed."""
+    config = {**FAST_GROUP_CONFIG, "partition.assignment.strategy": strategy}
+    kafka = kafka_settings(kafka_bootstrap, partitions=4, config=config)
     first = [a_request() for _ in range(100)]
     later = [a_request() for _ in range(50)]
     produce(kafka_bootstrap, kafka.input_topic, [record_of(r) for r in first])

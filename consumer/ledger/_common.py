@@ -54,7 +54,9 @@ _WORK_ITEM_COLUMNS = (
     "i.item_id, i.request_id, i.vendor, i.identity_type, i.identity_value, i.destination,"
     " r.regulation, r.requested_at, i.attempts, i.status"
 )
-# The literal status matches the partial index items_queued, which serves these scans.
+# Due, QUEUED and not leased by anyone (the caller included: nobody gets an item twice
+# while it is in flight), longest due first. The literal status and this order match the
+# partial index items_queued, so a claim walks the index instead of sorting the backlog.
 _READY_ITEMS = (
     "FROM items i WHERE i.vendor = ? AND i.status = 'QUEUED' AND i.next_attempt_at <= ?"
     " AND (i.lease_until IS NULL OR i.lease_until <= ?)"
@@ -121,7 +123,8 @@ class SqlLedger(ABC):
     @abstractmethod
     def _transaction(self, write: bool) -> AbstractContextManager[Tx]:
         """One transaction: committed on success, rolled back on error; unreachable or
-        locked databases raise LedgerUnavailable."""
+        locked databases raise LedgerUnavailable. `write` says it will write, for backends
+        that must take their write lock up front."""
 
     @abstractmethod
     def _to_db(self, moment: datetime) -> object:

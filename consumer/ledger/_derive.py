@@ -80,6 +80,7 @@ def plan_records(batch: Sequence[NewRequest], now: datetime, to_db: ToDb) -> Rec
         req = new.request
         rid = req.request_id
         scopes = dict.fromkeys((item.vendor for item in new.items), Status.QUEUED)
+        # A vendor that has items to send is not skipped, whatever ingest says.
         skipped = {vendor: detail for vendor, detail in new.skipped if vendor not in scopes}
         scopes.update(dict.fromkeys(skipped, Status.SKIPPED))
         out.events.append(_event(rid, None, Status.RECEIVED, None, None, None, at))
@@ -133,6 +134,7 @@ def roll_up(
         current = vendors[rid].get(vendor)
         if is_forward(current, new):
             vendors[rid][vendor] = new
+            # The event names the newest job among the items that reached the new status.
             jobs = [(row[3], row[4]) for row in rows if row[2] == new and row[3] is not None]
             job_ref = max(jobs)[1] if jobs else None
             out.scope_updates.append((new.value, changed_at, rid, vendor))

@@ -103,7 +103,7 @@ class PostgresLedger(SqlLedger):
             self.close()
             raise LedgerUnavailable(f"PostgreSQL ledger unavailable: {exc}") from exc
         except errors.UniqueViolation as exc:
-            conn.rollback()
+            self._rollback_quietly(conn)
             raise Conflict(str(exc)) from exc
         except BaseException:
             self._rollback_quietly(conn)

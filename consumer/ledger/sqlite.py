@@ -5,8 +5,8 @@ so a write transaction never fails half-way on a lock upgrade, and writers wait 
 busy timeout for each other. synchronous=NORMAL loses at most the last transactions on a
 power cut, never corrupts, and is what makes batched ingest fast.
 
-Times are stored as fixed-width ISO-8601 UTC text with microseconds, so that text order is
-time order and the file stays readable with the sqlite3 shell.
+Times are stored as integer microseconds since the epoch: exact (no float rounding on the
+way in or out), compact, and compared as integers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from consumer.ledger._derive import Row
 from consumer.ledger.base import LedgerUnavailable
 
 BUSY_TIMEOUT_SECONDS = 5.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 # Errors that mean "cannot get at the file now", as opposed to bugs such as bad SQL.
 _UNAVAILABLE = ("locked", "unable to open", "disk i/o error", "readonly", "disk is full")
 
@@ -99,7 +101,7 @@ class SqliteLedger(SqlLedger):
     def _transaction(self, write: bool) -> Iterator[_SqliteTx]:
         with _unavailable_on_io_errors():
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            conn.execute("BEGIN")
             try:
                 yield _SqliteTx(conn)
                 conn.execute("COMMIT")
@@ -108,11 +110,11 @@ class SqliteLedger(SqlLedger):
                     conn.execute("ROLLBACK")
                 raise
 
-    def _to_db(self, moment: datetime) -> str:
-        return utc(moment).isoformat(timespec="microseconds")
+    def _to_db(self, moment: datetime) -> int:
+        return (utc(moment) - _EPOCH) // _MICROSECOND
 
     def _from_db(self, value: Any) -> datetime:
-        return datetime.fromisoformat(value)
+        return _EPOCH + timedelta(microseconds=value)
 
     def _array(self, values: Sequence[object]) -> str:
         return json.dumps(values)

@@ -189,6 +189,29 @@ def test_each_request_id_is_accepted_once(ledger: Ledger, picks: list[int], spli
         assert [len(v.items) for v in trail.vendors] == [1]
 
 
+def test_replicas_recording_the_same_requests_accept_each_once(
+    ledger: Ledger, open_ledgers: Callable[[], Ledger]
+) -> None:
+    batch = [new_request("voyado", "monetate") for _ in range(300)]
+    replicas = [open_ledgers() for _ in range(2)]
+    start = threading.Barrier(len(replicas))
+    accepted: list[tuple[str, ...]] = []
+
+    def ingest(replica: Ledger) -> None:
+        start.wait()
+        accepted.append(replica.record_requests(batch, T0).accepted)
+
+    threads = [threading.Thread(target=ingest, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(rid for ids in accepted for rid in ids) == sorted(
+        new.request.request_id for new in batch
+    )
+    assert ledger.outbox_backlog() == 3 * len(batch)
+
+
 # --- claims and leases -------------------------------------------------------------------
 
 

@@ -1,0 +1,448 @@
+"""Ingest throughput of the worker against a bare baseline, on SQLite and PostgreSQL, and
+whether the worker's memory grows with the backlog (`make bench`).
+
+    python -m bench.ingest [--events 50000] [--repeat 3] [--backends sqlite,postgresql]
+                           [--backlog-factor 4] [--kafka-config KEY=VALUE ...]
+                           [--pg-fast] [--profile]
+
+Throughput is events/s from the input topic to committed ledger rows with committed
+offsets. Each measurement gets a fresh Tansu broker with a fresh 4-partition topic holding
+the same N pre-produced events, a fresh database (SQLite file in a temporary directory, or
+a new database in a private PostgreSQL cluster), a fresh consumer group, and its own child
+process (`bench.baseline` or `bench.worker`), so that its peak RSS (VmHWM) is its own. The
+clock runs from the first non-empty consume to the commit covering the last event, for
+both sides alike. Afterwards the parent checks, against the broker and the database, that
+every offset was committed and every request and item row is there.
+
+Measurements are repeated `--repeat` times, interleaved (baseline and worker side by side
+in each round) so that drift of this shared machine hits both; medians are reported. The
+worker is also run with `--backlog-factor` times the events on SQLite: with memory bounded
+by the batch, not the backlog, both peak RSS figures should be about equal.
+
+Results: a table on stdout, JSON in `bench/results/ingest.json`; with `--profile`, one
+extra cProfile'd worker run per backend in `bench/results/profile-<backend>.pstats`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import pstats
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import fastavro
+import psycopg
+
+from bench.common import IDENTITY_TYPE, Job, Result
+from consumer.codec import encode_request
+from consumer.devbroker import start_broker
+from consumer.devstack import Topics, create_worker_topics, fast_group_config
+from consumer.ledger import open_ledger
+from consumer.model import ErasureRequest, Identity, Regulation
+from tests import pg
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PARTITIONS = 4
+TARGET_RATIO = 0.8
+BACKENDS = ("sqlite", "postgresql")
+KINDS = ("baseline", "worker")
+KafkaConfig = dict[str, str | int | float | bool]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Framed request values (key, value), as an upstream producer writes them."""
+
+    messages: list[tuple[bytes, bytes]]
+    items_per_event: list[int]
+
+    def items(self, events: int) -> int:
+        return sum(self.items_per_event[:events])
+
+
+def make_dataset(count: int, seed: int = 7) -> Dataset:
+    """Requests with 1 to 3 email identities (so 1 to 3 Acoustic items, 2 on average) and,
+    on every fourth, a loyalty id that no enabled vendor erases by; ~200-byte values."""
+    rng = random.Random(seed)
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    messages: list[tuple[bytes, bytes]] = []
+    items: list[int] = []
+    for index in range(count):
+        emails = 1 + index % 3
+        identities = [
+            Identity("email", f"subject{index}.{n}.{rng.getrandbits(24):06x}@example.com")
+            for n in range(emails)
+        ]
+        if index % 4 == 0:
+            identities.append(Identity("loyalty_id", f"L{index:08d}"))
+        request_id = f"{rng.getrandbits(128) & ~(0xF << 76) | (0x4 << 76):032x}"
+        request = ErasureRequest(
+            request_id=(
+                f"{request_id[:8]}-{request_id[8:12]}-{request_id[12:16]}-"
+                f"{request_id[16:20]}-{request_id[20:]}"
+            ),
+            requested_at=start + timedelta(milliseconds=index),
+            regulation=(Regulation.GDPR, Regulation.CCPA, Regulation.OTHER)[index % 3],
+            identities=tuple(identities),
+            vendors=None,
+            source="bench",
+            trace_id=f"trace-{index}" if index % 2 else None,
+        )
+        messages.append((request.request_id.encode(), encode_request(request)))
+        items.append(sum(1 for i in identities if i.type == IDENTITY_TYPE))
+    return Dataset(messages, items)
+
+
+def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> dict[int, int]:
+    """Produce and wait for every delivery report; returns, per partition, the offset
+    after its last message (from the reports: Tansu's high watermarks are wrong after
+    batched produce, see TANSU.md)."""
+    ends: dict[int, int] = {}
+    failures: list[str] = []
+
+    def delivered(error: Any, message: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+        else:
+            partition = message.partition()
+            ends[partition] = max(ends.get(partition, 0), message.offset() + 1)
+
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)  # wait for room: returns as soon as a report frees some
+        producer.poll(0)
+    left = producer.flush(120)
+    if left or failures or sum(ends.values()) != len(messages):
+        raise RuntimeError(
+            f"produce to {topic}: {left} left, {len(failures)} failed"
+            f" ({failures[:1]}), {sum(ends.values())}/{len(messages)} confirmed"
+        )
+    return ends
+
+
+@contextlib.contextmanager
+def fresh_ledger(backend: str, server_dsn: str | None) -> Iterator[str]:
+    """A migrated, empty ledger for one measurement, gone afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="bench-ledger-") as directory:
+            url = f"sqlite:///{directory}/ledger.db"
+            _migrate(url)
+            yield url
+    else:
+        assert server_dsn is not None
+        with pg.fresh_database(server_dsn) as url:
+            _migrate(url)
+            yield url
+
+
+def _migrate(url: str) -> None:
+    ledger = open_ledger(url)
+    try:
+        ledger.migrate()
+    finally:
+        ledger.close()
+
+
+def count_rows(url: str) -> tuple[int, int]:
+    """Rows in `requests` and `items`."""
+    sql = "SELECT (SELECT count(*) FROM requests), (SELECT count(*) FROM items)"
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            requests, items = conn.execute(sql).fetchone()
+        finally:
+            conn.close()
+    else:
+        with psycopg.connect(url) as pconn:
+            row = pconn.execute(sql).fetchone()
+            assert row is not None
+            requests, items = row
+    return int(requests), int(items)
+
+
+def committed_offsets(job: Job) -> dict[int, int]:
+    """The group's committed offsets, as the broker has them."""
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": job.bootstrap, "group.id": job.group_id,
+         "enable.auto.commit": False}
+    )
+    try:
+        partitions = [confluent_kafka.TopicPartition(job.input_topic, p) for p in job.targets]
+        return {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+    finally:
+        consumer.close()
+
+
+def run_child(kind: str, job: Job) -> Result:
+    completed = subprocess.run(
+        [sys.executable, "-m", f"bench.{kind}", job.to_json()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=job.timeout + 60,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"bench.{kind} failed ({completed.returncode}):\n{completed.stderr}")
+    if completed.stderr.strip():
+        sys.stderr.write(completed.stderr)
+    return Result(**json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
+def measure(
+    kind: str,
+    backend: str,
+    dataset: Dataset,
+    events: int,
+    server_dsn: str | None,
+    kafka_config: KafkaConfig,
+    profile_path: str | None = None,
+) -> Result:
+    """One measurement from scratch: broker, topic, data, database, child, checks."""
+    with start_broker() as broker, fresh_ledger(backend, server_dsn) as url:
+        bootstrap = broker.bootstrap_servers
+        topics = Topics.unique("bench")
+        create_worker_topics(bootstrap, topics, PARTITIONS)
+        targets = produce(bootstrap, topics.input, dataset.messages[:events])
+        job = Job(
+            bootstrap=bootstrap,
+            input_topic=topics.input,
+            status_topic=topics.status,
+            dlq_topic=topics.dlq,
+            group_id=topics.group_id,
+            ledger_url=url,
+            events=events,
+            targets=targets,
+            kafka_config={**fast_group_config(), **kafka_config},
+            timeout=120 + events / 500,
+            profile_path=profile_path,
+        )
+        result = run_child(kind, job)
+        offsets = committed_offsets(job)
+        if offsets != targets:
+            raise RuntimeError(f"{kind}/{backend}: committed {offsets}, produced {targets}")
+        rows = count_rows(url)
+        expected = (events, dataset.items(events))
+        if rows != expected:
+            raise RuntimeError(f"{kind}/{backend}: (requests, items) {rows} != {expected}")
+        if not broker.alive():
+            raise RuntimeError("the broker died during the measurement")
+    return result
+
+
+def summary(results: Sequence[Result]) -> dict[str, Any]:
+    """Medians over the repeats, and every run."""
+    rates = [r.rate for r in results]
+    return {
+        "events_per_s": statistics.median(rates),
+        "peak_rss_mib": statistics.median(r.peak_rss_mib for r in results),
+        "rss_before_mib": statistics.median(r.rss_before_mib for r in results),
+        "wall_us_per_event": statistics.median(1e6 * r.seconds / r.events for r in results),
+        "cpu_us_per_event": statistics.median(1e6 * r.cpu_seconds / r.events for r in results),
+        "runs": [{**asdict(r), "events_per_s": r.rate} for r in results],
+    }
+
+
+def machine_info(server_dsn: str | None) -> dict[str, Any]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        None,
+    )
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "fastavro": fastavro.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "psycopg": psycopg.__version__,
+    }
+    if server_dsn is not None:
+        with psycopg.connect(server_dsn) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            info["postgresql"] = None if row is None else row[0]
+    return info
+
+
+def parse_kafka_config(pairs: Sequence[str]) -> KafkaConfig:
+    config: KafkaConfig = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--kafka-config wants KEY=VALUE, got {pair!r}")
+        config[key] = value
+    return config
+
+
+def log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def print_report(report: dict[str, Any]) -> None:
+    events = report["config"]["events"]
+    print(f"\nIngest throughput, {events:,} events, median of {report['config']['repeat']}"
+          f" (machine: {report['machine']['cpu_count']} CPUs, Python"
+          f" {report['machine']['python']})")
+    header = (f"{'backend':<11} {'baseline ev/s':>13} {'worker ev/s':>11} {'ratio':>6}"
+              f" {'base µs/ev':>10} {'work µs/ev':>10} {'base CPU µs':>11} {'work CPU µs':>11}"
+              f" {'base RSS':>9} {'work RSS':>9}")
+    print(header)
+    print("-" * len(header))
+    for backend, entry in report["backends"].items():
+        base, work = entry["baseline"], entry["worker"]
+        print(
+            f"{backend:<11} {base['events_per_s']:>13,.0f} {work['events_per_s']:>11,.0f}"
+            f" {entry['ratio']:>6.2f} {base['wall_us_per_event']:>10.1f}"
+            f" {work['wall_us_per_event']:>10.1f} {base['cpu_us_per_event']:>11.1f}"
+            f" {work['cpu_us_per_event']:>11.1f} {base['peak_rss_mib']:>5.0f} MiB"
+            f" {work['peak_rss_mib']:>5.0f} MiB"
+        )
+        ratios = ", ".join(f"{r:.2f}" for r in entry["ratios_per_round"])
+        verdict = "meets" if entry["ratio"] >= TARGET_RATIO else "BELOW"
+        print(f"{'':<11} per-round ratios: {ratios}; {verdict} the {TARGET_RATIO}x target")
+    backlog = report.get("backlog")
+    if backlog:
+        print(f"\nWorker memory against backlog ({backlog['backend']}), median peak RSS:")
+        for row in backlog["sizes"]:
+            print(f"  {row['events']:>9,} events: peak {row['peak_rss_mib']:6.1f} MiB"
+                  f" (before consuming {row['rss_before_mib']:5.1f} MiB),"
+                  f" {row['events_per_s']:,.0f} ev/s")
+        print(f"  growth for {backlog['factor']}x the backlog:"
+              f" {backlog['peak_rss_growth_mib']:+.1f} MiB")
+
+
+def print_profile(path: Path, backend: str, events: int) -> None:
+    stats = pstats.Stats(str(path))
+    print(f"\ncProfile of one worker run on {backend} ({events:,} events), by own time:")
+    stats.sort_stats("tottime").print_stats(20)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--backlog-factor", type=int, default=4,
+                        help="worker on SQLite with this many times the events (0: skip)")
+    parser.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="librdkafka setting for both consumers (e.g. to try a fix)")
+    parser.add_argument("--pg-fast", action="store_true",
+                        help="PostgreSQL with fsync and synchronous_commit off (as in tests)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also one cProfile'd worker run per backend")
+    parser.add_argument("--output", type=Path, default=RESULTS / "ingest.json")
+    args = parser.parse_args(argv)
+    backends = [b for b in args.backends.split(",") if b]
+    if unknown := set(backends) - set(BACKENDS):
+        parser.error(f"unknown backends: {sorted(unknown)}")
+    kafka_config = parse_kafka_config(args.kafka_config)
+    events: int = args.events
+    backlog_events = events * args.backlog_factor
+
+    log(f"encoding {max(events, backlog_events):,} requests")
+    dataset = make_dataset(max(events, backlog_events))
+    results: dict[tuple[str, str, int], list[Result]] = {}
+    pg_options = pg.FAST_OPTIONS if args.pg_fast else ()
+    with contextlib.ExitStack() as stack:
+        server_dsn = (
+            stack.enter_context(pg.private_cluster(pg_options)) if "postgresql" in backends
+            else None
+        )
+        machine = machine_info(server_dsn)
+        for round_ in range(1, args.repeat + 1):
+            plan = [(kind, backend, events) for backend in backends for kind in KINDS]
+            if args.backlog_factor > 1 and "sqlite" in backends:
+                plan.append(("worker", "sqlite", backlog_events))
+            for kind, backend, count in plan:
+                result = measure(kind, backend, dataset, count, server_dsn, kafka_config)
+                results.setdefault((kind, backend, count), []).append(result)
+                log(f"round {round_}/{args.repeat}: {kind:<8} {backend:<10} {count:>8,} events:"
+                    f" {result.rate:8,.0f} ev/s, peak RSS {result.peak_rss_mib:.0f} MiB")
+        profiles: list[tuple[Path, str]] = []
+        if args.profile:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            for backend in backends:
+                path = RESULTS / f"profile-{backend}.pstats"
+                measure("worker", backend, dataset, events, server_dsn, kafka_config, str(path))
+                profiles.append((path, backend))
+
+    report: dict[str, Any] = {
+        "machine": machine,
+        "config": {
+            "events": events,
+            "repeat": args.repeat,
+            "partitions": PARTITIONS,
+            "batch_size": 1000,
+            "kafka_config": {**fast_group_config(), **kafka_config},
+            "postgresql_options": list(pg_options) or "defaults (fsync, synchronous_commit on)",
+            "sqlite": "WAL, synchronous=NORMAL, file in " + tempfile.gettempdir(),
+            "items_per_event": events and dataset.items(events) / events,
+            "clock": "first non-empty consume -> commit covering the last event",
+        },
+        "target_ratio": TARGET_RATIO,
+        "backends": {},
+    }
+    for backend in backends:
+        base = results[("baseline", backend, events)]
+        work = results[("worker", backend, events)]
+        entry: dict[str, Any] = {"baseline": summary(base), "worker": summary(work)}
+        entry["ratio"] = entry["worker"]["events_per_s"] / entry["baseline"]["events_per_s"]
+        entry["ratios_per_round"] = [w.rate / b.rate for b, w in zip(base, work, strict=True)]
+        entry["meets_target"] = entry["ratio"] >= TARGET_RATIO
+        report["backends"][backend] = entry
+    if ("worker", "sqlite", backlog_events) in results and args.backlog_factor > 1:
+        sizes: list[dict[str, Any]] = []
+        for count in (events, backlog_events):
+            medians = summary(results[("worker", "sqlite", count)])
+            sizes.append({"events": count, **{k: v for k, v in medians.items() if k != "runs"}})
+        report["backlog"] = {
+            "backend": "sqlite",
+            "factor": args.backlog_factor,
+            "sizes": sizes,
+            "peak_rss_growth_mib": sizes[1]["peak_rss_mib"] - sizes[0]["peak_rss_mib"],
+            "runs": [asdict(r) for r in results[("worker", "sqlite", backlog_events)]],
+        }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print_report(report)
+    for path, backend in profiles:
+        print_profile(path, backend, events)
+    print(f"\nJSON: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
