@@ -137,6 +137,7 @@ def _watch(
     started: float,
 ) -> None:
     ledger = open_ledger(ledger_url)
+    ledger.migrate()  # the worker does it too; the watcher may look first
     next_line = 0.0
     while downstream.finished < count and time.monotonic() < deadline:
         for message in watcher.consume(500, 0.2):

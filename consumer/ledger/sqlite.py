@@ -101,7 +101,7 @@ class SqliteLedger(SqlLedger):
     def _transaction(self, write: bool) -> Iterator[_SqliteTx]:
         with _unavailable_on_io_errors():
             conn = self._connection()
-            conn.execute("BEGIN")
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield _SqliteTx(conn)
                 conn.execute("COMMIT")
