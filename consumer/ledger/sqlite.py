@@ -2,8 +2,9 @@
 
 WAL lets readers work while a loop writes; `BEGIN IMMEDIATE` takes the write lock up front,
 so a write transaction never fails half-way on a lock upgrade, and writers wait up to the
-busy timeout for each other. synchronous=NORMAL loses at most the last transactions on a
-power cut, never corrupts, and is what makes batched ingest fast.
+busy timeout for each other. synchronous=FULL: ingest commits Kafka offsets right after the
+ledger transaction, so a transaction lost on a power cut would be a request lost for good;
+batching makes the extra fsync per transaction cheap.
 
 Times are stored as integer microseconds since the epoch: exact (no float rounding on the
 way in or out), compact, and compared as integers.
@@ -74,7 +75,7 @@ def _connect(path: str) -> sqlite3.Connection:
     )
     try:
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
     except BaseException:
