@@ -23,6 +23,7 @@ from consumer.kafka import Consumer, Message, Partition, consumer_config
 from consumer.ledger import Ledger, LedgerUnavailable, open_ledger
 from consumer.model import Status
 from consumer.sandbox.acoustic import AcousticSandbox
+from consumer.sandbox.server import Fault
 
 WORKDIR = Path("var/demo")
 SHOWN_STATUSES = (
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(bootstrap: str, count: int, timeout: float) -> int:
-    sandbox = devstack.start_acoustic_sandbox()
+    sandbox = devstack.start_acoustic_sandbox(job_seconds=2.0)
+    # A flaky vendor, as in production: the worker must ride these out on its own.
+    sandbox.inject(Fault.status(500), path_prefix="/rest/databases", times=1)
+    sandbox.inject(Fault.rate_limited(retry_after=1), path_prefix="/rest/databases", times=1)
+    sandbox.inject(Fault.reset(), path_prefix="/rest/gdpr_jobs", times=2)
     topics = devstack.Topics.unique("demo")
     devstack.create_worker_topics(bootstrap, topics)
     samples = devstack.sample_requests(count)
@@ -101,6 +106,7 @@ def _run(bootstrap: str, count: int, timeout: float) -> int:
     malformed = devstack.malformed_messages()
     devstack.produce_requests(kafka, samples.requests, malformed)
     print(f"broker {bootstrap}; Acoustic sandbox {sandbox.base_url}; ledger {ledger_url}")
+    print("the sandbox will answer one submission with 500, one with 429 and reset two polls")
     print(
         f"fed {count} requests ({len(samples.known_emails)} known to the vendor) "
         f"and {len(malformed)} malformed messages to {topics.input}\n"
@@ -174,6 +180,7 @@ def _summary(
     elapsed: float,
 ) -> None:
     calls = Counter(f"{call.method} {_route(call.path)}" for call in sandbox.calls)
+    example = next(iter(downstream.request_status), "REQUEST_ID")
     rows = [
         ("requests (request scope)", _counts(Counter(downstream.request_status.values()))),
         ("acoustic (vendor scope)", _counts(Counter(downstream.vendor_status.values()))),
@@ -190,7 +197,7 @@ def _summary(
     print(
         "audit trail of one request:\n"
         f"  ERASURE_CONFIG={WORKDIR / 'config.yaml'} ACOUSTIC_CLIENT_SECRET=x "
-        "ACOUSTIC_REFRESH_TOKEN=x .venv/bin/erasure-worker status REQUEST_ID"
+        f"ACOUSTIC_REFRESH_TOKEN=x .venv/bin/erasure-worker status {example}"
     )
 
 
