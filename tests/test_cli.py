@@ -1,0 +1,74 @@
+"""`erasure-worker check` and `setup` as an operator runs them: a real process, a real broker,
+ledger and sandbox; one line per dependency, and the exit code says whether all are fine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consumer import devstack
+from consumer.devbroker import free_port
+from consumer.sandbox.acoustic import AcousticSandbox
+
+
+@pytest.fixture
+def sandbox() -> Iterator[AcousticSandbox]:
+    sandbox = devstack.start_acoustic_sandbox()
+    yield sandbox
+    sandbox.stop()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumer", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env or devstack.worker_environment(),
+    )
+
+
+def config(tmp_path: Path, bootstrap: str, sandbox: AcousticSandbox) -> Path:
+    return devstack.write_config(
+        tmp_path / "config.yaml",
+        bootstrap=bootstrap,
+        topics=devstack.Topics.unique("cli"),
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        acoustic=sandbox,
+    )
+
+
+def test_check_reaches_every_dependency(
+    tmp_path: Path, kafka_bootstrap: str, sandbox: AcousticSandbox
+) -> None:
+    result = run_cli("check", "--config", str(config(tmp_path, kafka_bootstrap, sandbox)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
+    assert lines == {"config": "ok", "kafka": "ok", "ledger": "ok", "acoustic": "ok"}
+    assert any(call.path == "/oauth/token" and call.status == 200 for call in sandbox.calls)
+
+
+def test_check_fails_on_refused_credentials_and_dead_broker(
+    tmp_path: Path, sandbox: AcousticSandbox
+) -> None:
+    path = config(tmp_path, f"127.0.0.1:{free_port()}", sandbox)
+    env = {**devstack.worker_environment(), "ACOUSTIC_CLIENT_SECRET": "wrong-secret"}
+    result = run_cli("check", "--config", str(path), env=env)
+    assert result.returncode == 1
+    lines = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
+    assert lines["kafka"] == "FAILED" and lines["acoustic"] == "FAILED" and lines["ledger"] == "ok"
+    assert "wrong-secret" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_setup_has_nothing_to_do_for_acoustic(
+    tmp_path: Path, kafka_bootstrap: str, sandbox: AcousticSandbox
+) -> None:
+    result = run_cli("setup", "--config", str(config(tmp_path, kafka_bootstrap, sandbox)))
+    assert result.returncode == 0
+    assert "nothing to set up for the enabled vendors (acoustic)" in result.stdout
