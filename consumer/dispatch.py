@@ -10,41 +10,26 @@ on its own thread: the Kafka loop never waits on a vendor.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from consumer.attempts import backoff_seconds, retry_or_fail, settle
-from consumer.config import VendorSettings
-from consumer.ledger.base import Ledger, LedgerUnavailable
+from consumer.ledger.base import LedgerUnavailable
 from consumer.metrics import VENDOR_BATCH_SIZE
 from consumer.model import Status
-from consumer.vendor_health import VendorHealth
+from consumer.vendor_loop import VendorLoopParts, lease_seconds
 from consumer.vendors.base import (
     PermanentVendorError,
     RetryableVendorError,
     SubmitResult,
-    VendorAdapter,
     VendorAuthError,
 )
-from consumer.vendors.http import RetryPolicy
 from consumer.work import Change, ItemUpdate, NewJob, WorkItem
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 IDLE_WAIT_SECONDS = 1.0
-AUTH_FAILURE_WAIT_SECONDS = 60.0
-
-
-def lease_seconds(settings: VendorSettings, calls: int = 1) -> float:
-    """Long enough for `calls` vendor calls with their in-call retries and a token fetch;
-    short enough that a dead worker's items come back soon."""
-    policy = RetryPolicy()
-    waits = (policy.attempts - 1) * policy.cap_seconds
-    per_call = policy.attempts * settings.timeout_seconds + waits
-    return calls * per_call + settings.timeout_seconds
 
 
 class RateLimiter:
@@ -64,30 +49,20 @@ class RateLimiter:
 
 
 class Dispatcher:
-    def __init__(
-        self,
-        settings: VendorSettings,
-        ledger: Ledger,
-        adapter: VendorAdapter,
-        owner: str,
-        clock: Clock,
-        health: VendorHealth,
-        stop: threading.Event,
-    ) -> None:
-        self.vendor = settings.vendor
-        self._settings = settings
-        self._ledger = ledger
-        self._adapter = adapter
-        self._owner = owner
-        self._clock = clock
-        self._health = health
-        self._stop = stop
-        self._limiter = RateLimiter(settings.rate_per_second)
+    def __init__(self, parts: VendorLoopParts) -> None:
+        self.vendor = parts.settings.vendor
+        self._settings = parts.settings
+        self._ledger = parts.ledger
+        self._adapter = parts.adapter
+        self._owner = parts.owner
+        self._clock = parts.clock
+        self._health = parts.health
+        self._stop = parts.stop
+        self._limiter = RateLimiter(parts.settings.rate_per_second)
 
     def step(self) -> float:
         """Send at most one batch; return how long to wait before the next step."""
-        if not self._health.is_up:
-            self._health.wait_for_recovery(self._stop, AUTH_FAILURE_WAIT_SECONDS)
+        self._health.hold_back_while_down(self._stop)
         wait = self._limiter.wait_seconds()
         if wait > 0:
             return wait

@@ -8,57 +8,40 @@ the items; a job the vendor reports FAILED sends its items again, attempts permi
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from consumer.attempts import backoff_seconds, retry_or_fail, settle
-from consumer.config import VendorSettings
-from consumer.dispatch import lease_seconds
-from consumer.ledger.base import Ledger
 from consumer.model import Status
-from consumer.vendor_health import VendorHealth
+from consumer.vendor_health import PROBE_INTERVAL_SECONDS
+from consumer.vendor_loop import VendorLoopParts, lease_seconds
 from consumer.vendors.base import (
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
-    VendorAdapter,
     VendorAuthError,
 )
 from consumer.work import Change, DueJob, ItemUpdate, JobUpdate
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 JOBS_PER_CLAIM = 20
 IDLE_WAIT_SECONDS = 1.0
-AUTH_FAILURE_WAIT_SECONDS = 60.0
 
 
 class Poller:
-    def __init__(
-        self,
-        settings: VendorSettings,
-        ledger: Ledger,
-        adapter: VendorAdapter,
-        owner: str,
-        clock: Clock,
-        health: VendorHealth,
-        stop: threading.Event,
-    ) -> None:
-        self.vendor = settings.vendor
-        self._settings = settings
-        self._ledger = ledger
-        self._adapter = adapter
-        self._owner = owner
-        self._clock = clock
-        self._health = health
-        self._stop = stop
+    def __init__(self, parts: VendorLoopParts) -> None:
+        self.vendor = parts.settings.vendor
+        self._settings = parts.settings
+        self._ledger = parts.ledger
+        self._adapter = parts.adapter
+        self._owner = parts.owner
+        self._clock = parts.clock
+        self._health = parts.health
+        self._stop = parts.stop
 
     def step(self) -> float:
         """Poll the jobs that are due now; return how long to wait before looking again."""
-        if not self._health.is_up:
-            self._health.wait_for_recovery(self._stop, AUTH_FAILURE_WAIT_SECONDS)
+        self._health.hold_back_while_down(self._stop)
         now = self._clock()
         lease = timedelta(seconds=lease_seconds(self._settings) * JOBS_PER_CLAIM)
         jobs = self._ledger.claim_due_jobs(
@@ -77,7 +60,7 @@ class Poller:
         except VendorAuthError as error:
             log.error("%s refused our credentials while polling: %s", self.vendor, error)
             self._health.mark_down(str(error))
-            return Change(jobs=(self._unchanged(job, self._clock(), AUTH_FAILURE_WAIT_SECONDS),))
+            return Change(jobs=(self._unchanged(job, self._clock(), PROBE_INTERVAL_SECONDS),))
         except RetryableVendorError as error:
             failures = job.poll_failures + 1
             log.warning("%s poll failed (%d in a row): %s", self.vendor, failures, error)

@@ -11,6 +11,8 @@ import threading
 
 from consumer.metrics import VENDOR_UP
 
+PROBE_INTERVAL_SECONDS = 60.0
+
 
 class VendorHealth:
     def __init__(self, vendor: str) -> None:
@@ -39,6 +41,8 @@ class VendorHealth:
             self._problem = None
         VENDOR_UP.labels(vendor=self.vendor).set(1)
 
-    def wait_for_recovery(self, stop: threading.Event, probe_interval: float) -> None:
-        """Hold the caller back before its next probe call (returns early on stop)."""
-        stop.wait(probe_interval)
+    def hold_back_while_down(self, stop: threading.Event) -> None:
+        """While the vendor refuses our credentials, let only one probe call a minute
+        through (returns at once when up, early on stop)."""
+        if not self.is_up:
+            stop.wait(PROBE_INTERVAL_SECONDS)

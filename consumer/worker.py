@@ -23,7 +23,7 @@ from typing import Any
 
 from consumer.codec import Codec
 from consumer.config import Settings, VendorSettings
-from consumer.dispatch import Dispatcher, lease_seconds
+from consumer.dispatch import Dispatcher
 from consumer.gauges import LedgerGauges
 from consumer.httpserver import HttpServer
 from consumer.ingest import Ingest
@@ -32,6 +32,7 @@ from consumer.loops import Heartbeats, LoopThread
 from consumer.outbox import OutboxPublisher
 from consumer.poller import Poller
 from consumer.vendor_health import VendorHealth
+from consumer.vendor_loop import VendorLoopParts, lease_seconds
 from consumer.vendors import build_adapter
 
 log = logging.getLogger(__name__)
@@ -144,31 +145,20 @@ class Worker:
         for name, settings in self._settings.vendors.enabled().items():
             health = VendorHealth(name)
             self._health[name] = health
-            dispatcher = Dispatcher(
-                settings,
-                self._open_ledger(resources),
-                self._adapter(settings, resources),
-                self._owner,
-                self._clock,
-                health,
-                self._stop,
-            )
-            poller = Poller(
-                settings,
-                self._open_ledger(resources),
-                self._adapter(settings, resources),
-                self._owner,
-                self._clock,
-                health,
-                self._stop,
-            )
+            dispatcher = Dispatcher(self._loop_parts(settings, health, resources))
+            poller = Poller(self._loop_parts(settings, health, resources))
             self._start_loop(f"dispatch-{name}", dispatcher.step)
             self._start_loop(f"poll-{name}", poller.step)
 
-    def _adapter(self, settings: VendorSettings, resources: ExitStack) -> Any:
+    def _loop_parts(
+        self, settings: VendorSettings, health: VendorHealth, resources: ExitStack
+    ) -> VendorLoopParts:
         adapter = build_adapter(settings, self._stop.wait)
         resources.callback(adapter.close)
-        return adapter
+        ledger = self._open_ledger(resources)
+        return VendorLoopParts(
+            settings, ledger, adapter, self._owner, self._clock, health, self._stop
+        )
 
     def _start_gauges(self, resources: ExitStack) -> None:
         gauges = LedgerGauges(self._open_ledger(resources), self._health, self._clock)

@@ -25,6 +25,7 @@ from consumer.poller import Poller
 from consumer.sandbox.acoustic import AcousticSandbox
 from consumer.sandbox.server import Fault
 from consumer.vendor_health import VendorHealth
+from consumer.vendor_loop import VendorLoopParts
 from consumer.vendors.acoustic import AcousticAdapter
 from consumer.vendors.http import VendorHttp
 from tests.kafka_helpers import wait_until
@@ -89,8 +90,9 @@ class Stage:
             "acoustic", timeout_seconds=settings.timeout_seconds, sleep=self.waits.append
         )
         adapter = AcousticAdapter(settings, http)
-        self.dispatcher = Dispatcher(settings, ledger, adapter, "me", clock, self.health, self.stop)
-        self.poller = Poller(settings, ledger, adapter, "me", clock, self.health, self.stop)
+        parts = VendorLoopParts(settings, ledger, adapter, "me", clock, self.health, self.stop)
+        self.dispatcher = Dispatcher(parts)
+        self.poller = Poller(parts)
 
     def record(self, emails: list[str]) -> list[str]:
         requests = [
