@@ -15,13 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# PostgreSQL backs the multi-replica ledger tests; promtool checks the metrics and alerts.
+# PostgreSQL backs the multi-replica ledger; its tests start a private cluster.
 system-deps:
-	@if [ -z "$(PG_INITDB)" ] || ! command -v promtool >/dev/null 2>&1; then \
-		echo "installing postgresql and prometheus (promtool) from Debian"; \
+	@if [ -z "$(PG_INITDB)" ]; then \
+		echo "installing postgresql from Debian"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			postgresql prometheus >/dev/null; \
+			postgresql >/dev/null; \
 	fi
 
 lint: install
