@@ -15,13 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# PostgreSQL backs the multi-replica ledger; its tests start a private cluster.
+# PostgreSQL backs the multi-replica ledger (its tests start a private cluster);
+# promtool (Debian's prometheus package) checks the exported metrics and the alert rules.
 system-deps:
-	@if [ -z "$(PG_INITDB)" ]; then \
-		echo "installing postgresql from Debian"; \
+	@if [ -z "$(PG_INITDB)" ] || ! command -v promtool >/dev/null 2>&1; then \
+		echo "installing postgresql and prometheus (promtool) from Debian"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-			postgresql >/dev/null; \
+			postgresql prometheus >/dev/null; \
 	fi
 
 lint: install

@@ -95,3 +95,33 @@ VENDOR_UP = Gauge(
     ["vendor"],
     registry=REGISTRY,
 )
+CONSUMER_LAG = Gauge(
+    "erasure_consumer_lag",
+    "Messages in the input topic not yet committed by this worker, per assigned partition.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+VENDOR_QUOTA_REMAINING = Gauge(
+    "erasure_vendor_quota_remaining",
+    "Identifiers the vendor still accepts in its rolling quota window (Acquia CDP: 7 days).",
+    ["vendor"],
+    registry=REGISTRY,
+)
+OVERDUE_ITEMS = Gauge(
+    "erasure_overdue_items",
+    "Items still open past the vendor's expected completion time (Monetate: 48 h).",
+    ["vendor"],
+    registry=REGISTRY,
+)
+REQUESTS_AT_RISK = Gauge(
+    "erasure_requests_at_risk",
+    "Open requests past 75% of their legal deadline (GDPR 30 days, CCPA 45 days by default).",
+    ["regulation"],
+    registry=REGISTRY,
+)
+REQUESTS_OVERDUE = Gauge(
+    "erasure_requests_overdue",
+    "Open requests past their legal deadline.",
+    ["regulation"],
+    registry=REGISTRY,
+)

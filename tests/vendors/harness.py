@@ -1,0 +1,66 @@
+"""What the adapter contract suite (`test_contract.py`) needs from each vendor.
+
+Every vendor provides one harness (`harness_<vendor>.py`): its sandbox, settings pointing
+at it, an adapter whose in-call sleeps are recorded instead of slept, and the vendor's
+expected answers. The same contract tests then run every adapter against its sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from consumer.config import VendorSettings
+from consumer.model import Status
+from consumer.sandbox.server import Sandbox
+from consumer.vendors.base import VendorAdapter
+from consumer.work import WorkItem
+
+
+@dataclass
+class RecordedSleeps:
+    """Passed as the adapter's `sleep`: in-call waits (e.g. Retry-After) are recorded."""
+
+    waits: list[float] = field(default_factory=list)
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The vendor's terminal statuses for an identifier it holds and one it does not."""
+
+    existing: Status
+    unknown: Status
+
+
+class VendorHarness(Protocol):
+    vendor: str
+    expected: Expected
+    submit_path: str  # path prefix of submission calls, for fault injection and counting
+    poll_path: str | None  # path prefix of status calls; None when the vendor has none
+    auth_path: str  # path prefix of the token/login call
+    max_ids_per_call: int  # the vendor's hard limit (the sandbox rejects more)
+
+    def running(self) -> AbstractContextManager[Sandbox]:
+        """Start the sandbox (fast clock) and stop it on exit."""
+
+    def settings(self, sandbox: Sandbox, **overrides: object) -> VendorSettings:
+        """Settings pointing at the sandbox (small timeouts, batch size at the vendor limit)."""
+
+    def adapter(self, settings: VendorSettings, sleeps: RecordedSleeps) -> VendorAdapter: ...
+
+    def seed(self, sandbox: Sandbox, value: str) -> None:
+        """Make `value` an identifier the vendor holds."""
+
+    def items(self, values: Sequence[str]) -> list[WorkItem]:
+        """Claimed items for these identifier values (unique item ids, QUEUED, attempts 0)."""
+
+    def expire_tokens(self, sandbox: Sandbox) -> None:
+        """Invalidate every token the sandbox issued, so the next call gets a 401."""
+
+    def refuse_credentials(self, sandbox: Sandbox) -> None:
+        """Make the vendor answer 403 to our credentials from now on."""
