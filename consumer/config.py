@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from consumer.model import Regulation
+
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -110,6 +112,16 @@ class VendorSettings(_Settings):
         """Where each identifier goes; one item per identifier and destination."""
         return (None,)
 
+    @property
+    def rolling_quota(self) -> tuple[int, float] | None:
+        """(identifiers, window in seconds) the vendor accepts, or None when unlimited."""
+        return None
+
+    @property
+    def overdue_after(self) -> float | None:
+        """Seconds after submission when an open item counts as overdue, if the vendor says."""
+        return None
+
     @model_validator(mode="after")
     def _cap_batch_size(self) -> VendorSettings:
         limit = self.hard_batch_limit
@@ -145,6 +157,10 @@ class MonetateSettings(VendorSettings):
     first_poll_after_seconds: float = Field(default=86400.0, ge=0)
     poll_interval_seconds: float = Field(default=21600.0, gt=0)
 
+    @property
+    def overdue_after(self) -> float | None:
+        return self.overdue_after_seconds
+
 
 class AcquiaCdpSettings(VendorSettings):
     vendor: ClassVar[str] = "acquia_cdp"
@@ -162,6 +178,10 @@ class AcquiaCdpSettings(VendorSettings):
     @classmethod
     def _auth_url_https(cls, url: str) -> str:
         return VendorSettings._https_unless_loopback(url)
+
+    @property
+    def rolling_quota(self) -> tuple[int, float] | None:
+        return self.weekly_quota, 7 * 86400.0
 
 
 class AcousticSettings(VendorSettings):
@@ -212,11 +232,27 @@ class VendorsSettings(_Settings):
         return {name: section for name, section in sections.items() if section is not None}
 
 
+class DeadlineSettings(_Settings):
+    """Legal deadlines in days from `requested_at` (GDPR: one month; CCPA: 45 days)."""
+
+    gdpr_days: float = Field(default=30.0, gt=0)
+    ccpa_days: float = Field(default=45.0, gt=0)
+    other_days: float = Field(default=30.0, gt=0)
+
+    def days(self) -> dict[Regulation, float]:
+        return {
+            Regulation.GDPR: self.gdpr_days,
+            Regulation.CCPA: self.ccpa_days,
+            Regulation.OTHER: self.other_days,
+        }
+
+
 class Settings(_Settings):
     kafka: KafkaSettings
     ledger: LedgerSettings
     http: HttpSettings = Field(default_factory=HttpSettings)
     vendors: VendorsSettings = Field(default_factory=VendorsSettings)
+    deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
 
 
 def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:

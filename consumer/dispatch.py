@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from consumer.attempts import backoff_seconds, retry_or_fail, settle
 from consumer.ledger.base import LedgerUnavailable
-from consumer.metrics import VENDOR_BATCH_SIZE
+from consumer.metrics import VENDOR_BATCH_SIZE, VENDOR_QUOTA_REMAINING
 from consumer.model import Status
 from consumer.vendor_loop import VendorLoopParts, lease_seconds
 from consumer.vendors.base import (
@@ -25,11 +26,12 @@ from consumer.vendors.base import (
     SubmitResult,
     VendorAuthError,
 )
-from consumer.work import Change, ItemUpdate, NewJob, WorkItem
+from consumer.work import Change, ItemUpdate, NewJob, VendorSend, WorkItem
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_SECONDS = 1.0
+QUOTA_EXHAUSTED_WAIT_SECONDS = 60.0
 
 
 class RateLimiter:
@@ -67,12 +69,15 @@ class Dispatcher:
         if wait > 0:
             return wait
         now = self._clock()
-        wait = self._seconds_until_batch_due(now)
+        batch_size = min(self._settings.batch_size, self._quota_left(now))
+        if batch_size <= 0:
+            return QUOTA_EXHAUSTED_WAIT_SECONDS
+        wait = self._seconds_until_batch_due(now, batch_size)
         if wait > 0:
             return wait
         lease = lease_seconds(self._settings, calls=len(self._settings.destinations))
         items = self._ledger.claim_items(
-            self.vendor, now, self._settings.batch_size, self._owner, now + timedelta(seconds=lease)
+            self.vendor, now, batch_size, self._owner, now + timedelta(seconds=lease)
         )
         if not items:
             return IDLE_WAIT_SECONDS
@@ -80,11 +85,22 @@ class Dispatcher:
         self._send(items)
         return 0.0
 
-    def _seconds_until_batch_due(self, now: datetime) -> float:
-        ready = self._ledger.ready_items(self.vendor, now, self._settings.batch_size)
+    def _quota_left(self, now: datetime) -> int:
+        """Identifiers the vendor still takes in its rolling window (shared through the
+        ledger by restarts and replicas); items beyond it wait QUEUED, they do not fail."""
+        quota = self._settings.rolling_quota
+        if quota is None:
+            return self._settings.batch_size
+        limit, window = quota
+        left = max(0, limit - self._ledger.quota_used(self.vendor, now - timedelta(seconds=window)))
+        VENDOR_QUOTA_REMAINING.labels(vendor=self.vendor).set(left)
+        return left
+
+    def _seconds_until_batch_due(self, now: datetime, batch_size: int) -> float:
+        ready = self._ledger.ready_items(self.vendor, now, batch_size)
         if ready.count == 0 or ready.oldest_ready_at is None:
             return IDLE_WAIT_SECONDS
-        if ready.count >= self._settings.batch_size:
+        if ready.count >= batch_size:
             return 0.0
         due_at = ready.oldest_ready_at + timedelta(seconds=self._settings.flush_interval_seconds)
         return min(max(0.0, (due_at - now).total_seconds()), IDLE_WAIT_SECONDS)
@@ -104,10 +120,18 @@ class Dispatcher:
             return
         except PermanentVendorError as error:
             log.error("%s rejected a batch of %d: %s", self.vendor, len(items), error)
-            self._record(self._fail_all(items, str(error)))
+            self._record(replace(self._fail_all(items, str(error)), sends=self._sends(items)))
             return
         self._health.mark_up()
-        self._record(self.change_for(items, result, self._clock()))
+        self._record(
+            replace(self.change_for(items, result, self._clock()), sends=self._sends(items))
+        )
+
+    def _sends(self, items: Sequence[WorkItem]) -> tuple[VendorSend, ...]:
+        """What the vendor counts against its quota: the distinct identifiers it answered."""
+        if self._settings.rolling_quota is None:
+            return ()
+        return (VendorSend(self.vendor, len({item.identity_value for item in items})),)
 
     def change_for(self, items: Sequence[WorkItem], result: SubmitResult, now: datetime) -> Change:
         """Jobs to poll, items settled at once, items to send again; anything the adapter

@@ -80,22 +80,27 @@ class Poller:
             return Change(
                 items=retries, jobs=(JobUpdate(job.job_id, Status.FAILED, None, detail=detail),)
             )
-        if not result.job_status.is_terminal:
-            next_poll = now + timedelta(seconds=self._settings.poll_interval_seconds)
-            moved = tuple(
-                ItemUpdate(item.item_id, result.job_status)
-                for item in job.items
-                if item.status.rank < result.job_status.rank
-            )
-            return Change(items=moved, jobs=(JobUpdate(job.job_id, result.job_status, next_poll),))
-        by_id = {item.item_id: item for item in job.items}
         max_attempts = self._settings.max_attempts
-        updates = tuple(
+        by_id = {item.item_id: item for item in job.items}
+        settled = tuple(
             settle(by_id[outcome.item_id], outcome.status, outcome.detail, now, max_attempts)
             for outcome in result.outcomes
             if outcome.item_id in by_id
         )
-        return Change(items=updates, jobs=(JobUpdate(job.job_id, result.job_status, None),))
+        if result.job_status.is_terminal:
+            return Change(items=settled, jobs=(JobUpdate(job.job_id, result.job_status, None),))
+        # Still open: items the vendor already settled (e.g. Monetate answers per id) are
+        # applied; the rest follow the job's progress.
+        settled_ids = {update.item_id for update in settled}
+        moved = tuple(
+            ItemUpdate(item.item_id, result.job_status)
+            for item in job.items
+            if item.item_id not in settled_ids and item.status.rank < result.job_status.rank
+        )
+        next_poll = now + timedelta(seconds=self._settings.poll_interval_seconds)
+        return Change(
+            items=settled + moved, jobs=(JobUpdate(job.job_id, result.job_status, next_poll),)
+        )
 
     @staticmethod
     def _unchanged(

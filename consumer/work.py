@@ -103,6 +103,14 @@ class JobUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class VendorSend:
+    """Identifiers a vendor received in one submission, counted against its quota."""
+
+    vendor: str
+    identifiers: int
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """One unit of work for the ledger: applied atomically, leases released."""
 
@@ -110,6 +118,7 @@ class Change:
     new_jobs: tuple[NewJob, ...] = ()
     jobs: tuple[JobUpdate, ...] = ()
     released_item_ids: tuple[int, ...] = ()
+    sends: tuple[VendorSend, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,7 +161,12 @@ class Worker:
         )
 
     def _start_gauges(self, resources: ExitStack) -> None:
-        gauges = LedgerGauges(self._open_ledger(resources), self._health, self._clock)
+        gauges = LedgerGauges(
+            self._open_ledger(resources),
+            self._settings.vendors.enabled(),
+            self._settings.deadlines,
+            self._clock,
+        )
         self._start_loop("gauges", gauges.step)
 
     def _start_loop(self, name: str, step: Callable[[], float]) -> None:

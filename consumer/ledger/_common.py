@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from importlib import resources
@@ -215,7 +215,9 @@ class SqlLedger(ABC):
         items_sql = (
             f"SELECT {_WORK_ITEM_COLUMNS}, i.job_id FROM items i JOIN requests r"
             f" ON r.request_id = i.request_id WHERE i.job_id {self.in_array}"
-            f" AND i.status NOT IN ({_TERMINAL}) ORDER BY i.item_id"
+            # QUEUED items wait to be sent again in a new job; this one no longer answers
+            # for them.
+            f" AND i.status NOT IN ({_TERMINAL}, 'QUEUED') ORDER BY i.item_id"
         )
         with self._transaction(write=True) as tx:
             jobs = tx.rows(jobs_sql, (vendor, at, at, limit))
@@ -226,8 +228,15 @@ class SqlLedger(ABC):
         for row in items:
             by_job[row[-1]].append(self._work_item(row))
         return [
-            DueJob(job_id, vendor_, vendor_job_id, destination, self._from_db(submitted_at),
-                   poll_failures, tuple(by_job[job_id]))
+            DueJob(
+                job_id,
+                vendor_,
+                vendor_job_id,
+                destination,
+                self._from_db(submitted_at),
+                poll_failures,
+                tuple(by_job[job_id]),
+            )
             for job_id, vendor_, vendor_job_id, destination, submitted_at, poll_failures in jobs
         ]
 
@@ -242,9 +251,16 @@ class SqlLedger(ABC):
 
     def _work_item(self, row: Row) -> WorkItem:
         return WorkItem(
-            item_id=row[0], request_id=row[1], vendor=row[2], identity_type=row[3],
-            identity_value=row[4], destination=row[5], regulation=Regulation(row[6]),
-            requested_at=self._from_db(row[7]), attempts=row[8], status=Status(row[9]),
+            item_id=row[0],
+            request_id=row[1],
+            vendor=row[2],
+            identity_type=row[3],
+            identity_value=row[4],
+            destination=row[5],
+            regulation=Regulation(row[6]),
+            requested_at=self._from_db(row[7]),
+            attempts=row[8],
+            status=Status(row[9]),
         )
 
     def apply(self, change: Change, now: datetime) -> list[Status]:
@@ -256,11 +272,23 @@ class SqlLedger(ABC):
             for job in change.new_jobs:
                 self._insert_job(tx, job, at)
             tx.many(_UPDATE_ITEM, [self._item_params(update, at) for update in change.items])
-            tx.many(_UPDATE_JOB, [
-                (job.status.value, self._to_db_or_none(job.next_poll_at), job.poll_failures,
-                 job.detail, job.job_id)
-                for job in change.jobs
-            ])
+            tx.many(
+                _UPDATE_JOB,
+                [
+                    (
+                        job.status.value,
+                        self._to_db_or_none(job.next_poll_at),
+                        job.poll_failures,
+                        job.detail,
+                        job.job_id,
+                    )
+                    for job in change.jobs
+                ],
+            )
+            tx.many(
+                "INSERT INTO vendor_sends (vendor, sent_at, identifiers) VALUES (?, ?, ?)",
+                [(send.vendor, at, send.identifiers) for send in change.sends],
+            )
             if change.released_item_ids:
                 tx.rows(
                     "UPDATE items SET lease_owner = NULL, lease_until = NULL"
@@ -286,8 +314,14 @@ class SqlLedger(ABC):
         ((job_id,),) = tx.rows(
             "INSERT INTO jobs (vendor, vendor_job_id, destination, status, submitted_at,"
             " next_poll_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING job_id",
-            (job.vendor, job.vendor_job_id, job.destination, job.status.value, at,
-             self._to_db_or_none(job.next_poll_at)),
+            (
+                job.vendor,
+                job.vendor_job_id,
+                job.destination,
+                job.status.value,
+                at,
+                self._to_db_or_none(job.next_poll_at),
+            ),
         )
         if job.item_ids:
             tx.rows(
@@ -297,27 +331,37 @@ class SqlLedger(ABC):
             )
 
     def _item_params(self, update: ItemUpdate, at: object) -> Row:
-        return (update.status.value, update.detail, update.attempts,
-                self._to_db_or_none(update.next_attempt_at), update.job_id, at, update.item_id)
+        return (
+            update.status.value,
+            update.detail,
+            update.attempts,
+            self._to_db_or_none(update.next_attempt_at),
+            update.job_id,
+            at,
+            update.item_id,
+        )
 
-    def _recordroll_up(
-        self, tx: Tx, request_status: dict[str, Status], at: object
-    ) -> list[Status]:
+    def _recordroll_up(self, tx: Tx, request_status: dict[str, Status], at: object) -> list[Status]:
         if not request_status:
             return []
         ids = (self._array(list(request_status)),)
         items = tx.rows(
             "SELECT i.request_id, i.vendor, i.status, j.job_id, j.vendor_job_id"
             " FROM items i LEFT JOIN jobs j ON j.job_id = i.job_id"
-            f" WHERE i.request_id {self.in_array}", ids,
+            f" WHERE i.request_id {self.in_array}",
+            ids,
         )
         scopes = tx.rows(
             "SELECT request_id, vendor, status FROM vendor_scopes"
-            f" WHERE request_id {self.in_array}", ids,
+            f" WHERE request_id {self.in_array}",
+            ids,
         )
         out = roll_up(items, scopes, request_status, at)
-        tx.many("UPDATE vendor_scopes SET status = ?, updated_at = ? WHERE request_id = ?"
-                " AND vendor = ?", out.scope_updates)
+        tx.many(
+            "UPDATE vendor_scopes SET status = ?, updated_at = ? WHERE request_id = ?"
+            " AND vendor = ?",
+            out.scope_updates,
+        )
         tx.many("UPDATE requests SET status = ? WHERE request_id = ?", out.request_updates)
         tx.insert("events", EVENT_COLUMNS, out.events)
         return out.statuses
@@ -330,22 +374,31 @@ class SqlLedger(ABC):
                 " ORDER BY e.seq LIMIT ?",
                 (limit,),
             )
-        return [OutboxEvent(row[0], self._status_event(row[2:]), self._from_db(row[1]))
-                for row in rows]
+        return [
+            OutboxEvent(row[0], self._status_event(row[2:]), self._from_db(row[1])) for row in rows
+        ]
 
     def _status_event(self, row: Row) -> StatusEvent:
         event_id, rid, vendor, status, previous, vendor_job_id, changed_at, detail = row
         return StatusEvent(
-            event_id, rid, vendor, Status(status), None if previous is None else Status(previous),
-            vendor_job_id, self._from_db(changed_at), detail,
+            event_id,
+            rid,
+            vendor,
+            Status(status),
+            None if previous is None else Status(previous),
+            vendor_job_id,
+            self._from_db(changed_at),
+            detail,
         )
 
     def mark_published(self, seqs: Sequence[int], now: datetime) -> None:
         if not seqs:
             return
         with self._transaction(write=True) as tx:
-            tx.rows(f"UPDATE events SET published_at = ? WHERE seq {self.in_array}",
-                    (self._to_db(now), self._array(list(seqs))))
+            tx.rows(
+                f"UPDATE events SET published_at = ? WHERE seq {self.in_array}",
+                (self._to_db(now), self._array(list(seqs))),
+            )
 
     def try_lease(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
         with self._transaction(write=True) as tx:
@@ -354,26 +407,40 @@ class SqlLedger(ABC):
 
     def trail(self, request_id: str) -> RequestTrail | None:
         with self._transaction(write=False) as tx:
-            found = tx.rows("SELECT status, regulation, requested_at, received_at FROM requests"
-                            " WHERE request_id = ?", (request_id,))
+            found = tx.rows(
+                "SELECT status, regulation, requested_at, received_at FROM requests"
+                " WHERE request_id = ?",
+                (request_id,),
+            )
             if not found:
                 return None
-            scopes = tx.rows("SELECT vendor, status FROM vendor_scopes WHERE request_id = ?"
-                             " ORDER BY vendor", (request_id,))
+            scopes = tx.rows(
+                "SELECT vendor, status FROM vendor_scopes WHERE request_id = ? ORDER BY vendor",
+                (request_id,),
+            )
             items = tx.rows(
                 "SELECT i.vendor, i.identity_type, i.destination, i.status, j.vendor_job_id,"
                 " i.updated_at, i.detail FROM items i LEFT JOIN jobs j ON j.job_id = i.job_id"
-                " WHERE i.request_id = ? ORDER BY i.item_id", (request_id,),
+                " WHERE i.request_id = ? ORDER BY i.item_id",
+                (request_id,),
             )
-            events = tx.rows(f"SELECT {_EVENT_SELECT} FROM events e WHERE e.request_id = ?"
-                             " ORDER BY e.seq", (request_id,))
+            events = tx.rows(
+                f"SELECT {_EVENT_SELECT} FROM events e WHERE e.request_id = ? ORDER BY e.seq",
+                (request_id,),
+            )
         by_vendor: defaultdict[str, list[ItemTrail]] = defaultdict(list)
         for vendor, kind, destination, status, job_ref, updated_at, detail in items:
-            by_vendor[vendor].append(ItemTrail(kind, destination, Status(status), job_ref,
-                                               self._from_db(updated_at), detail))
+            by_vendor[vendor].append(
+                ItemTrail(
+                    kind, destination, Status(status), job_ref, self._from_db(updated_at), detail
+                )
+            )
         ((status, regulation, requested_at, received_at),) = found
         return RequestTrail(
-            request_id, Status(status), Regulation(regulation), self._from_db(requested_at),
+            request_id,
+            Status(status),
+            Regulation(regulation),
+            self._from_db(requested_at),
             self._from_db(received_at),
             tuple(VendorTrail(vendor, Status(s), tuple(by_vendor[vendor])) for vendor, s in scopes),
             tuple(self._status_event(row) for row in events),
@@ -395,3 +462,34 @@ class SqlLedger(ABC):
         with self._transaction(write=False) as tx:
             ((count,),) = tx.rows("SELECT count(*) FROM events WHERE published_at IS NULL")
         return int(count)
+
+    def quota_used(self, vendor: str, since: datetime) -> int:
+        with self._transaction(write=False) as tx:
+            ((used,),) = tx.rows(
+                "SELECT coalesce(sum(identifiers), 0) FROM vendor_sends"
+                " WHERE vendor = ? AND sent_at >= ?",
+                (vendor, self._to_db(since)),
+            )
+        return int(used)
+
+    def overdue_items(self, vendor: str, submitted_before: datetime) -> int:
+        with self._transaction(write=False) as tx:
+            ((count,),) = tx.rows(
+                "SELECT count(*) FROM items i JOIN jobs j ON j.job_id = i.job_id"
+                f" WHERE i.vendor = ? AND i.status NOT IN ({_TERMINAL}, 'QUEUED')"
+                " AND j.submitted_at < ?",
+                (vendor, self._to_db(submitted_before)),
+            )
+        return int(count)
+
+    def open_requests_before(self, cutoffs: Mapping[Regulation, datetime]) -> dict[Regulation, int]:
+        counts: dict[Regulation, int] = {}
+        with self._transaction(write=False) as tx:
+            for regulation, cutoff in cutoffs.items():
+                ((count,),) = tx.rows(
+                    "SELECT count(*) FROM requests WHERE status = 'RECEIVED'"
+                    " AND regulation = ? AND requested_at < ?",
+                    (regulation.value, self._to_db(cutoff)),
+                )
+                counts[regulation] = int(count)
+        return counts

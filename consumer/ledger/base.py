@@ -9,11 +9,11 @@ without losing work; any other exception is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from consumer.model import Status
+from consumer.model import Regulation, Status
 from consumer.work import (
     Change,
     DueJob,
@@ -87,5 +87,15 @@ class Ledger(Protocol):
 
     def outbox_backlog(self) -> int:
         """Status events recorded but not yet published."""
+
+    def quota_used(self, vendor: str, since: datetime) -> int:
+        """Identifiers sent to `vendor` since `since` (recorded through `Change.sends`)."""
+
+    def overdue_items(self, vendor: str, submitted_before: datetime) -> int:
+        """Open items of `vendor` whose job was submitted before `submitted_before`."""
+
+    def open_requests_before(self, cutoffs: Mapping[Regulation, datetime]) -> dict[Regulation, int]:
+        """Open requests per regulation whose `requested_at` is before that regulation's
+        cutoff (for legal-deadline risk)."""
 
     def close(self) -> None: ...

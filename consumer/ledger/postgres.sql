@@ -82,3 +82,13 @@ CREATE TABLE IF NOT EXISTS leases (
     owner TEXT NOT NULL,
     until TIMESTAMPTZ NOT NULL
 );
+
+-- Identifiers sent per submission call, for vendors with a rolling quota (Acquia CDP):
+-- kept in the ledger so that restarts and replicas share one count.
+CREATE TABLE IF NOT EXISTS vendor_sends (
+    send_id     BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    vendor      TEXT NOT NULL,
+    sent_at     TIMESTAMPTZ NOT NULL,
+    identifiers INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vendor_sends_window ON vendor_sends (vendor, sent_at);

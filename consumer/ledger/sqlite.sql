@@ -84,3 +84,13 @@ CREATE TABLE IF NOT EXISTS leases (
     owner TEXT NOT NULL,
     until INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Identifiers sent per submission call, for vendors with a rolling quota (Acquia CDP):
+-- kept in the ledger so that restarts and replicas share one count.
+CREATE TABLE IF NOT EXISTS vendor_sends (
+    send_id     INTEGER PRIMARY KEY,
+    vendor      TEXT NOT NULL,
+    sent_at     INTEGER NOT NULL,
+    identifiers INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS vendor_sends_window ON vendor_sends (vendor, sent_at);

@@ -31,6 +31,7 @@ from consumer.work import (
     JobUpdate,
     NewJob,
     NewRequest,
+    VendorSend,
     WorkItem,
 )
 from tests import pg
@@ -52,14 +53,23 @@ def new_request(
 ) -> NewRequest:
     rid = request_id or str(uuid.uuid4())
     items = tuple(
-        ItemPlan(vendor, "email", f"secret-{rid}-{vendor}-{n}@example.com",
-                 "10091" if vendor == "acoustic" else None)
-        for vendor in vendors for n in range(per_vendor)
+        ItemPlan(
+            vendor,
+            "email",
+            f"secret-{rid}-{vendor}-{n}@example.com",
+            "10091" if vendor == "acoustic" else None,
+        )
+        for vendor in vendors
+        for n in range(per_vendor)
     )
     request = ErasureRequest(
-        rid, requested_at, Regulation.GDPR,
+        rid,
+        requested_at,
+        Regulation.GDPR,
         tuple(Identity(item.identity_type, item.identity_value) for item in items),
-        None, "test", None,
+        None,
+        "test",
+        None,
     )
     return NewRequest(request, items, tuple(skipped))
 
@@ -69,8 +79,14 @@ def record(ledger: Ledger, *requests: NewRequest, now: datetime = T0) -> None:
     assert result.accepted == tuple(new.request.request_id for new in requests)
 
 
-def claim(ledger: Ledger, vendor: str, now: datetime = T0, limit: int = 100,
-          owner: str = "w1", lease_until: datetime | None = None) -> list[WorkItem]:
+def claim(
+    ledger: Ledger,
+    vendor: str,
+    now: datetime = T0,
+    limit: int = 100,
+    owner: str = "w1",
+    lease_until: datetime | None = None,
+) -> list[WorkItem]:
     return ledger.claim_items(vendor, now, limit, owner, lease_until or now + timedelta(seconds=60))
 
 
@@ -80,15 +96,27 @@ def history(ledger: Ledger, rid: str) -> list[tuple[str | None, Status, Status |
     return [(e.vendor, e.status, e.previous_status) for e in trail.events]
 
 
-def submit(ledger: Ledger, items: Sequence[WorkItem], job: str = "job-1",
-           now: datetime = T0) -> list[Status]:
-    new_job = NewJob(items[0].vendor, job, items[0].destination,
-                     tuple(i.item_id for i in items), S.SUBMITTED, now + timedelta(seconds=30))
+def submit(
+    ledger: Ledger, items: Sequence[WorkItem], job: str = "job-1", now: datetime = T0
+) -> list[Status]:
+    new_job = NewJob(
+        items[0].vendor,
+        job,
+        items[0].destination,
+        tuple(i.item_id for i in items),
+        S.SUBMITTED,
+        now + timedelta(seconds=30),
+    )
     return ledger.apply(Change(new_jobs=(new_job,)), now)
 
 
-def settle(ledger: Ledger, items: Sequence[WorkItem], status: Status, now: datetime = T0,
-           detail: str | None = None) -> list[Status]:
+def settle(
+    ledger: Ledger,
+    items: Sequence[WorkItem],
+    status: Status,
+    now: datetime = T0,
+    detail: str | None = None,
+) -> list[Status]:
     updates = tuple(ItemUpdate(i.item_id, status, detail) for i in items)
     return ledger.apply(Change(items=updates), now)
 
@@ -114,7 +142,9 @@ def test_record_creates_queued_scopes_items_and_events(ledger: Ledger) -> None:
     record(ledger, new, now=at(5).astimezone(timezone(timedelta(hours=2))))
     rid = new.request.request_id
     assert history(ledger, rid) == [
-        (None, S.RECEIVED, None), ("voyado", S.QUEUED, None), ("acoustic", S.QUEUED, None)
+        (None, S.RECEIVED, None),
+        ("voyado", S.QUEUED, None),
+        ("acoustic", S.QUEUED, None),
     ]
     events = [o.event for o in ledger.pending_events(10)]
     assert all(e.changed_at == at(5) and e.request_id == rid for e in events)
@@ -136,7 +166,8 @@ def test_duplicates_in_store_and_in_batch_change_nothing(ledger: Ledger) -> None
     assert result.accepted == (repeated.request.request_id,)
     assert result.duplicates == (stored.request.request_id, repeated.request.request_id)
     assert history(ledger, stored.request.request_id) == [
-        (None, S.RECEIVED, None), ("voyado", S.QUEUED, None)
+        (None, S.RECEIVED, None),
+        ("voyado", S.QUEUED, None),
     ]
     trail = ledger.trail(repeated.request.request_id)
     assert trail is not None and [v.vendor for v in trail.vendors] == ["voyado"]
@@ -149,7 +180,9 @@ def test_skipped_vendor_gets_its_event_and_request_stays_open(ledger: Ledger) ->
     record(ledger, new)
     rid = new.request.request_id
     assert history(ledger, rid) == [
-        (None, S.RECEIVED, None), ("voyado", S.QUEUED, None), ("acoustic", S.SKIPPED, None)
+        (None, S.RECEIVED, None),
+        ("voyado", S.QUEUED, None),
+        ("acoustic", S.SKIPPED, None),
     ]
     skipped = [o.event for o in ledger.pending_events(10) if o.event.status is S.SKIPPED]
     assert [e.detail for e in skipped] == ["no identity of type email"]
@@ -169,8 +202,9 @@ def test_request_without_open_vendor_scope_completes_at_once(
     assert ledger.oldest_open_request_at() is None
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(picks=st.lists(st.integers(0, 5), min_size=1, max_size=12), split=st.integers(0, 12))
 def test_each_request_id_is_accepted_once(ledger: Ledger, picks: list[int], split: int) -> None:
     """Over any two batches, a request id is accepted at its first occurrence only and
@@ -297,7 +331,10 @@ def test_submission_creates_a_job_polled_when_due(ledger: Ledger) -> None:
     assert ledger.claim_due_jobs("voyado", at(30), 10, "p1", at(90)) == []
     (due,) = ledger.claim_due_jobs("voyado", at(31), 10, "p1", at(90))
     assert (due.vendor_job_id, due.vendor, due.submitted_at, due.poll_failures) == (
-        "job-1", "voyado", at(1), 0
+        "job-1",
+        "voyado",
+        at(1),
+        0,
     )
     assert [i.item_id for i in due.items] == [i.item_id for i in items]
     assert {i.status for i in due.items} == {S.SUBMITTED}
@@ -312,16 +349,21 @@ def test_polls_move_items_and_complete_the_request(ledger: Ledger) -> None:
     items = claim(ledger, "voyado")
     submit(ledger, items)
     (due,) = ledger.claim_due_jobs("voyado", at(30), 10, "p", at(90))
-    poll = Change(items=(ItemUpdate(items[0].item_id, S.COMPLETED),),
-                  jobs=(JobUpdate(due.job_id, S.IN_PROGRESS, at(60), poll_failures=1),))
+    poll = Change(
+        items=(ItemUpdate(items[0].item_id, S.COMPLETED),),
+        jobs=(JobUpdate(due.job_id, S.IN_PROGRESS, at(60), poll_failures=1),),
+    )
     assert ledger.apply(poll, at(31)) == [S.IN_PROGRESS]
     (due,) = ledger.claim_due_jobs("voyado", at(60), 10, "p", at(90))
     assert (due.poll_failures, [i.item_id for i in due.items]) == (1, [items[1].item_id])
-    done = Change(items=(ItemUpdate(items[1].item_id, S.COMPLETED),),
-                  jobs=(JobUpdate(due.job_id, S.COMPLETED, None),))
+    done = Change(
+        items=(ItemUpdate(items[1].item_id, S.COMPLETED),),
+        jobs=(JobUpdate(due.job_id, S.COMPLETED, None),),
+    )
     assert ledger.apply(done, at(61)) == [S.COMPLETED, S.COMPLETED]
     assert history(ledger, new.request.request_id)[-3:] == [
-        ("voyado", S.IN_PROGRESS, S.SUBMITTED), ("voyado", S.COMPLETED, S.IN_PROGRESS),
+        ("voyado", S.IN_PROGRESS, S.SUBMITTED),
+        ("voyado", S.COMPLETED, S.IN_PROGRESS),
         (None, S.COMPLETED, S.RECEIVED),
     ]
     assert ledger.claim_due_jobs("voyado", at(10_000), 10, "p", at(20_000)) == []
@@ -339,8 +381,11 @@ def test_a_requeued_item_never_moves_its_scope_back(ledger: Ledger) -> None:
     assert submit(ledger, again, "job-2", now=at(6)) == []
     assert settle(ledger, again, S.COMPLETED, at(7)) == [S.COMPLETED, S.COMPLETED]
     assert history(ledger, new.request.request_id) == [
-        (None, S.RECEIVED, None), ("voyado", S.QUEUED, None), ("voyado", S.SUBMITTED, S.QUEUED),
-        ("voyado", S.COMPLETED, S.SUBMITTED), (None, S.COMPLETED, S.RECEIVED),
+        (None, S.RECEIVED, None),
+        ("voyado", S.QUEUED, None),
+        ("voyado", S.SUBMITTED, S.QUEUED),
+        ("voyado", S.COMPLETED, S.SUBMITTED),
+        (None, S.COMPLETED, S.RECEIVED),
     ]
     assert ledger.pending_events(10)[-2].event.vendor_job_id == "job-2"
 
@@ -391,8 +436,9 @@ _ITEM_STATUSES = [s for s in Status if s not in (S.RECEIVED, S.SKIPPED)]
 _VENDORS = ("voyado", "monetate", "acoustic")
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     shape=st.lists(st.integers(1, 3), min_size=1, max_size=len(_VENDORS)),
     steps=st.lists(st.tuples(st.integers(0, 8), st.sampled_from(_ITEM_STATUSES)), max_size=10),
@@ -403,8 +449,11 @@ def test_roll_up_follows_the_status_rules_through_any_changes(
     """Whatever items do, the history is what the rules of consumer.status derive, one
     change at a time, and well formed. (Examples share the database: new ids each.)"""
     vendors = _VENDORS[: len(shape)]
-    plans = tuple(ItemPlan(v, "email", f"{v}-{n}", None)
-                  for v, count in zip(vendors, shape, strict=True) for n in range(count))
+    plans = tuple(
+        ItemPlan(v, "email", f"{v}-{n}", None)
+        for v, count in zip(vendors, shape, strict=True)
+        for n in range(count)
+    )
     new = NewRequest(new_request().request, plans, ())
     record(ledger, new)
     rid = new.request.request_id
@@ -463,27 +512,40 @@ def test_named_lease_is_held_by_one_owner_at_a_time(ledger: Ledger) -> None:
 
 
 def test_trail_shows_every_scope_and_item_but_no_identity_value(ledger: Ledger) -> None:
-    new = new_request("voyado", "acoustic", skipped=[("monetate", "not enabled")],
-                      requested_at=at(-5))
+    new = new_request(
+        "voyado", "acoustic", skipped=[("monetate", "not enabled")], requested_at=at(-5)
+    )
     record(ledger, new, now=at(1))
     submit(ledger, claim(ledger, "acoustic", now=at(1)), "job-7", now=at(2))
     trail = ledger.trail(new.request.request_id)
     assert trail is not None
     assert (trail.status, trail.regulation, trail.requested_at, trail.received_at) == (
-        S.RECEIVED, Regulation.GDPR, at(-5), at(1)
+        S.RECEIVED,
+        Regulation.GDPR,
+        at(-5),
+        at(1),
     )
     assert [(v.vendor, v.status) for v in trail.vendors] == [
-        ("acoustic", S.SUBMITTED), ("monetate", S.SKIPPED), ("voyado", S.QUEUED)
+        ("acoustic", S.SUBMITTED),
+        ("monetate", S.SKIPPED),
+        ("voyado", S.QUEUED),
     ]
     (acoustic,) = trail.vendors[0].items
     assert (acoustic.identity_type, acoustic.destination, acoustic.status) == (
-        "email", "10091", S.SUBMITTED
+        "email",
+        "10091",
+        S.SUBMITTED,
     )
     assert (acoustic.vendor_job_id, acoustic.updated_at, acoustic.detail) == ("job-7", at(2), None)
     assert trail.vendors[1].items == ()
     assert trail.vendors[2].items[0].vendor_job_id is None
-    assert [e.status for e in trail.events] == [S.RECEIVED, S.QUEUED, S.QUEUED, S.SKIPPED,
-                                                S.SUBMITTED]
+    assert [e.status for e in trail.events] == [
+        S.RECEIVED,
+        S.QUEUED,
+        S.QUEUED,
+        S.SKIPPED,
+        S.SUBMITTED,
+    ]
     for plan in new.items:
         assert plan.identity_value not in repr(trail)
     assert ledger.trail(str(uuid.uuid4())) is None
@@ -491,7 +553,9 @@ def test_trail_shows_every_scope_and_item_but_no_identity_value(ledger: Ledger) 
 
 def test_gauges_count_items_and_find_the_oldest_open_request(ledger: Ledger) -> None:
     assert (ledger.item_counts(), ledger.oldest_open_request_at(), ledger.outbox_backlog()) == (
-        {}, None, 0
+        {},
+        None,
+        0,
     )
     old, young = new_request("voyado", requested_at=at(-100)), new_request("voyado", "monetate")
     record(ledger, old, young)
@@ -500,7 +564,9 @@ def test_gauges_count_items_and_find_the_oldest_open_request(ledger: Ledger) -> 
     settle(ledger, [i for i in items if i.request_id == old.request.request_id], S.NOT_FOUND)
     assert ledger.oldest_open_request_at() == T0
     assert ledger.item_counts() == {
-        ("voyado", S.NOT_FOUND): 1, ("voyado", S.QUEUED): 1, ("monetate", S.QUEUED): 1
+        ("voyado", S.NOT_FOUND): 1,
+        ("voyado", S.QUEUED): 1,
+        ("monetate", S.QUEUED): 1,
     }
 
 
@@ -599,3 +665,46 @@ def test_postgres_reconnects_after_losing_its_connection(postgres_dsn: str) -> N
             assert ledger.outbox_backlog() == 2
         finally:
             ledger.close()
+
+
+# --- quota, overdue items, deadline risk -------------------------------------------------
+
+
+def test_quota_counts_sends_in_the_window(ledger: Ledger) -> None:
+    ledger.apply(Change(sends=(VendorSend("acquia_cdp", 200),)), at(0))
+    ledger.apply(Change(sends=(VendorSend("acquia_cdp", 150), VendorSend("voyado", 1))), at(100))
+    assert ledger.quota_used("acquia_cdp", at(0)) == 350
+    assert ledger.quota_used("acquia_cdp", at(50)) == 150, "sends before the window don't count"
+    assert ledger.quota_used("voyado", at(0)) == 1
+    assert ledger.quota_used("monetate", at(0)) == 0
+
+
+def test_overdue_items_are_open_items_of_old_jobs(ledger: Ledger) -> None:
+    old, fresh = new_request("monetate", per_vendor=2), new_request("monetate")
+    record(ledger, old, fresh)
+    items = claim(ledger, "monetate")
+    submit(ledger, items[:2], job="old", now=at(0))
+    submit(ledger, items[2:], job="fresh", now=at(1000))
+    assert ledger.overdue_items("monetate", submitted_before=at(500)) == 2
+    settle(ledger, items[:1], S.COMPLETED, now=at(1500))
+    assert ledger.overdue_items("monetate", submitted_before=at(500)) == 1
+    assert ledger.overdue_items("monetate", submitted_before=at(2000)) == 2
+    assert ledger.overdue_items("acoustic", submitted_before=at(2000)) == 0
+
+
+def test_open_requests_before_cutoffs_per_regulation(ledger: Ledger) -> None:
+    early, late = (
+        new_request("acoustic", requested_at=at(0)),
+        new_request("acoustic", requested_at=at(100)),
+    )
+    done = new_request("acoustic", requested_at=at(0))
+    record(ledger, early, late, done)
+    settle(
+        ledger,
+        [i for i in claim(ledger, "acoustic") if i.request_id == done.request.request_id],
+        S.NOT_FOUND,
+        now=at(200),
+    )
+    cutoffs = {Regulation.GDPR: at(50), Regulation.CCPA: at(1000)}
+    assert ledger.open_requests_before(cutoffs) == {Regulation.GDPR: 1, Regulation.CCPA: 0}
+    assert ledger.open_requests_before({Regulation.GDPR: at(1000)}) == {Regulation.GDPR: 2}
