@@ -18,6 +18,7 @@ any thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -40,7 +41,13 @@ from consumer.kafka import (
     producer_config,
 )
 from consumer.ledger.base import Ledger, LedgerUnavailable
-from consumer.metrics import DLQ_MESSAGES, INGEST_BATCH_SECONDS, LEDGER_ERRORS, REQUESTS
+from consumer.metrics import (
+    CONSUMER_LAG,
+    DLQ_MESSAGES,
+    INGEST_BATCH_SECONDS,
+    LEDGER_ERRORS,
+    REQUESTS,
+)
 from consumer.model import ErasureRequest
 from consumer.work import RecordResult
 
@@ -387,12 +394,18 @@ class Ingest:
         for partition, position in positions.items():
             if self._uncommitted.get(partition) == position:
                 del self._uncommitted[partition]
+        for partition, lag in self._consumer.lag(positions).items():
+            CONSUMER_LAG.labels(topic=partition.topic, partition=str(partition.partition)).set(lag)
 
     def _forget(self, partitions: Collection[Partition]) -> None:
         """Drop all state of partitions leaving us, and lift our pause on them: librdkafka
         keeps an application's pause across a rebalance, so a partition paused now and
-        assigned to us again later would otherwise never deliver again."""
+        assigned to us again later would otherwise never deliver again. Their lag is
+        another member's to report now."""
         gone = frozenset(partitions)
+        for partition in gone:
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(partition.topic, str(partition.partition))
         self._held = [entry for entry in self._held if entry.message.source not in gone]
         paused = self._paused & gone
         if paused:

@@ -229,6 +229,20 @@ class Consumer:
             if tp.error is not None:
                 raise _failure(tp.error, f"commit of {tp.topic}[{tp.partition}]")
 
+    def lag(self, positions: Mapping[Partition, int]) -> dict[Partition, int]:
+        """Messages after each committed position, from the high watermarks the last fetch
+        brought (no broker round trip; partitions not fetched yet are left out)."""
+        lags = {}
+        for partition, position in positions.items():
+            tp = TopicPartition(partition.topic, partition.partition)
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                lags[partition] = max(0, high - position)
+        return lags
+
     def pause(self, partitions: Collection[Partition]) -> None:
         """Stop fetching from `partitions`; `consume` keeps the group membership alive."""
         if partitions:

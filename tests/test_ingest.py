@@ -150,6 +150,11 @@ def test_a_valid_batch_is_recorded_then_committed(
     with running(Ingest.create(kafka, spy, Codec(), ENABLED, tuning=FAST)) as ingest:
         wait_until(lambda: committed(kafka) == {0: 50}, 20, "the batch's commit")
         assert ingest.state().in_group
+        lag = {"topic": kafka.input_topic, "partition": "0"}
+        wait_until(
+            lambda: REGISTRY.get_sample_value("erasure_consumer_lag", lag) == 0.0, 10, "lag"
+        )
+    assert REGISTRY.get_sample_value("erasure_consumer_lag", lag) is None, "revoked: not ours"
 
     assert spy.committed_at_calls[0] == {}
     assert all(ledger.trail(r.request_id) is not None for r in requests)
