@@ -267,6 +267,13 @@ class AcousticSandbox(Sandbox):
         with self._lock:
             self._tokens.clear()
 
+    def rotate_client_secret(self, client_secret: str) -> None:
+        """The account's client secret changes (an admin rotated it): issued tokens die and
+        the old secret gets `invalid_client` from now on."""
+        with self._lock:
+            self._client_secret = client_secret
+            self._tokens.clear()
+
     def submitted_bodies(self, database_id: int) -> list[str]:
         """CSV bodies that were accepted as jobs (202) for this database, in order."""
         with self._lock:

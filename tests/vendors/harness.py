@@ -44,6 +44,7 @@ class VendorHarness(Protocol):
     poll_path: str | None  # path prefix of status calls; None when the vendor has none
     auth_path: str  # path prefix of the token/login call
     max_ids_per_call: int  # the vendor's hard limit (the sandbox rejects more)
+    has_tokens: bool  # False when every call carries a static key (nothing to expire)
 
     def running(self) -> AbstractContextManager[Sandbox]:
         """Start the sandbox (fast clock) and stop it on exit."""
