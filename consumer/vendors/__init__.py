@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consumer.config import AcousticSettings, VendorSettings
+from consumer.config import AcousticSettings, VendorSettings, VoyadoSettings
 from consumer.vendors.acoustic import AcousticAdapter
 from consumer.vendors.base import VendorAdapter
 from consumer.vendors.http import VendorHttp
+from consumer.vendors.voyado import VoyadoAdapter
 
 Sleep = Callable[[float], object]
 
@@ -22,5 +23,7 @@ def build_adapter(settings: VendorSettings, sleep: Sleep) -> VendorAdapter:
     http = VendorHttp(settings.vendor, timeout_seconds=settings.timeout_seconds, sleep=sleep)
     if isinstance(settings, AcousticSettings):
         return AcousticAdapter(settings, http)
+    if isinstance(settings, VoyadoSettings):
+        return VoyadoAdapter(settings, http)
     http.close()
     raise UnsupportedVendor(f"vendors.{settings.vendor}: this release has no adapter for it yet")

@@ -89,19 +89,8 @@ class VoyadoAdapter:
         return SubmitResult(jobs=tuple(jobs), outcomes=_failure_outcomes(failures))
 
     def poll(self, job: DueJob) -> PollResult:
-        """Map the job's status word (contract §3: `done` is COMPLETED, never NOT_FOUND)."""
-        word = self._job_status(job.vendor_job_id, "poll")
-        if word in _OPEN_STATUSES:
-            return PollResult(_OPEN_STATUSES[word])
-        if word == "done":
-            completed = tuple(ItemOutcome(item.item_id, Status.COMPLETED) for item in job.items)
-            return PollResult(Status.COMPLETED, completed)
-        if word == "error":
-            return PollResult(Status.FAILED, detail=JOB_ERROR_DETAIL)
-        if word == "not_found":
-            return _unknown_job(job)
-        shown = word[:32] if word.replace("_", "").isalpha() else "?"
-        raise PermanentVendorError(f"voyado poll: unknown job status {shown!r}")
+        """Ask for the job's status; see `status_result` for what each word means."""
+        return status_result(job, self._job_status(job.vendor_job_id, "poll"))
 
     def check(self) -> None:
         """Voyado has no auth endpoint, so ask job-status about `CHECK_JID`, a jid no job has.
@@ -170,6 +159,23 @@ def remove_job_url(prefix: str, customer_key: str) -> str:
 
 def job_status_url(prefix: str, jid: str) -> str:
     return f"{prefix}/job-status?jid={quote(jid, safe='')}"
+
+
+def status_result(job: DueJob, word: str) -> PollResult:
+    """A job-status word as a poll result. Contract §3: `done` is COMPLETED, never
+    NOT_FOUND (Voyado cannot tell whether it held anything); `error` fails the job, so its
+    items are sent again; `not_found` (job unknown) is `_unknown_job`."""
+    if word in _OPEN_STATUSES:
+        return PollResult(_OPEN_STATUSES[word])
+    if word == "done":
+        completed = tuple(ItemOutcome(item.item_id, Status.COMPLETED) for item in job.items)
+        return PollResult(Status.COMPLETED, completed)
+    if word == "error":
+        return PollResult(Status.FAILED, detail=JOB_ERROR_DETAIL)
+    if word == "not_found":
+        return _unknown_job(job)
+    shown = word[:32] if word.replace("_", "").isalpha() else "?"
+    raise PermanentVendorError(f"voyado poll: unknown job status {shown!r}")
 
 
 def _unknown_job(job: DueJob) -> PollResult:
