@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from consumer.logs import configure_logging
 from consumer.trail import trail_json, trail_text
 from consumer.vendors import UnsupportedVendor, build_adapter
 from consumer.vendors.base import VendorError
+from consumer.vendors.monetate import MonetateAdapter
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -63,9 +65,22 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def setup(settings: Settings, _args: argparse.Namespace) -> int:
-    # Only Monetate needs one-time setup (its dataset); no enabled vendor here does.
-    enabled = ", ".join(settings.vendors.enabled()) or "none"
-    print(f"nothing to set up for the enabled vendors ({enabled})")
+    """Only Monetate needs one-time setup: its `customer_data_privacy` dataset."""
+    monetate = settings.vendors.monetate
+    if monetate is None:
+        enabled = ", ".join(settings.vendors.enabled()) or "none"
+        print(f"nothing to set up for the enabled vendors ({enabled})")
+        return EXIT_OK
+    adapter = MonetateAdapter(monetate)
+    try:
+        created = adapter.create_dataset()
+    except VendorError as error:
+        print(f"monetate     FAILED  {error}")
+        return EXIT_FAILURE
+    finally:
+        adapter.close()
+    outcome = "created" if created else "already exists"
+    print(f"monetate     ok      dataset {monetate.dataset} {outcome}")
     return EXIT_OK
 
 
@@ -100,9 +115,12 @@ def _check_ledger(settings: Settings) -> tuple[str, bool, str]:
 
 def _check_vendor(name: str, settings: Settings) -> tuple[str, bool, str]:
     vendor_settings = settings.vendors.enabled()[name]
-    adapter = build_adapter(vendor_settings, lambda _seconds: None)
+    adapter = build_adapter(vendor_settings, time.sleep)
     try:
         adapter.check()
+        if isinstance(adapter, MonetateAdapter) and not adapter.dataset_exists():
+            dataset = settings.vendors.monetate.dataset if settings.vendors.monetate else "?"
+            return name, False, f"dataset {dataset} does not exist: run `erasure-worker setup`"
     except VendorError as error:
         return name, False, str(error)
     finally:

@@ -155,7 +155,16 @@ class MonetateSettings(VendorSettings):
     status_rate_per_second: float = Field(default=1.0, gt=0)
     overdue_after_seconds: float = Field(default=172800.0, gt=0)
     first_poll_after_seconds: float = Field(default=86400.0, ge=0)
-    poll_interval_seconds: float = Field(default=21600.0, gt=0)
+    # Each poll checks a slice of a job's ids at status_rate_per_second; hourly polls get
+    # through a full 500-id upload within a day of the first check.
+    poll_interval_seconds: float = Field(default=3600.0, gt=0)
+
+    @field_validator("status_path")
+    @classmethod
+    def _absolute_path(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError("must be a path starting with /")
+        return path
 
     @property
     def overdue_after(self) -> float | None:

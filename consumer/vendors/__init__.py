@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consumer.config import AcousticSettings, VendorSettings, VoyadoSettings
+from consumer.config import AcousticSettings, MonetateSettings, VendorSettings, VoyadoSettings
 from consumer.vendors.acoustic import AcousticAdapter
 from consumer.vendors.base import VendorAdapter
 from consumer.vendors.http import VendorHttp
+from consumer.vendors.monetate import MonetateAdapter
 from consumer.vendors.voyado import VoyadoAdapter
 
 Sleep = Callable[[float], object]
@@ -25,5 +26,7 @@ def build_adapter(settings: VendorSettings, sleep: Sleep) -> VendorAdapter:
         return AcousticAdapter(settings, http)
     if isinstance(settings, VoyadoSettings):
         return VoyadoAdapter(settings, http)
+    if isinstance(settings, MonetateSettings):
+        return MonetateAdapter(settings, http, sleep=sleep)
     http.close()
     raise UnsupportedVendor(f"vendors.{settings.vendor}: this release has no adapter for it yet")

@@ -120,7 +120,6 @@ class AcquiaCdpAdapter:
 
     def _renew_session(self) -> tuple[str, float]:
         """`TokenAuth`'s fetch: a new session replaces (and logs out) the current one."""
-        self._end_session()
         self._session = self._login()
         return self._session, math.inf
 
@@ -266,7 +265,7 @@ def erasure_body(ids: Sequence[str], items: Sequence[WorkItem], tenant_id: int) 
     return {
         "customerIds": list(ids),
         "requestedDate": earliest.isoformat(sep=" ", timespec="seconds") + " UTC",
-        "reason": "/".join(({item.regulation.value for item in items})),
+        "reason": "/".join(sorted({item.regulation.value for item in items})),
         "requestOrigin": REQUEST_ORIGIN,
         "tenantId": tenant_id,
     }

@@ -66,7 +66,8 @@ class SubmitResult:
 
 @dataclass(frozen=True, slots=True)
 class PollResult:
-    """A job's state: open (SUBMITTED / IN_PROGRESS, no outcomes), finished (COMPLETED with
+    """A job's state: open (SUBMITTED / IN_PROGRESS; outcomes, if any, settle the items the
+    vendor already answered for, e.g. Monetate's per-id checks), finished (COMPLETED with
     per-item outcomes), or FAILED (the job as a whole; its items are resubmitted)."""
 
     job_status: Status

@@ -363,8 +363,13 @@ def _first_text(body: dict[str, object]) -> str | None:
     if isinstance(meta, dict):
         for key in ("generalErrors", "errors"):
             values = meta.get(key)
-            if isinstance(values, list) and values and isinstance(values[0], str):
-                return values[0]
+            if isinstance(values, list) and values:
+                first = values[0]
+                # Some vendors list plain strings, others objects with a "message".
+                if isinstance(first, dict):
+                    first = first.get("message")
+                if isinstance(first, str) and first:
+                    return first
     return None
 
 

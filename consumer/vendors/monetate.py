@@ -46,6 +46,7 @@ from consumer.vendors.base import (
     SubmitResult,
     SubmittedJob,
     VendorAuthError,
+    VendorError,
 )
 from consumer.vendors.http import Clock, Sleep, TokenAuth, VendorHttp
 from consumer.work import DueJob, WorkItem
@@ -81,7 +82,7 @@ class StatusPacer:
         if wait > 0:
             self._sleep(wait)
             if self._next_at - self._clock() > _WAKE_TOLERANCE_SECONDS:
-                raise RetryableVendorError("monetate: stopped while pacing status checks")
+                raise RetryableVendorError("monetate: stopped while pacing rate-limited calls")
 
     def __exit__(self, *exc_info: object) -> None:
         self._next_at = self._clock() + self._interval
@@ -288,7 +289,8 @@ class MonetateAdapter:
             headers={"Authorization": f"JWT {assertion}"},
             redact=(assertion,),
         )
-        data = _data(response, "auth")
+        # A garbled token answer must not fail the items of the call that needed the token.
+        data = _data(response, "auth", failure=VendorAuthError)
         token = data.get("token")
         if not isinstance(token, str) or not token:
             raise VendorAuthError("monetate auth: refresh answer without a token")
@@ -326,7 +328,7 @@ def schema_rows(items: Iterable[WorkItem]) -> list[dict[str, str]]:
     earliest: dict[str, datetime] = {}
     for item in items:
         requested = _as_utc(item.requested_at)
-        if item.identity_value not in earliest or requested > earliest[item.identity_value]:
+        if item.identity_value not in earliest or requested < earliest[item.identity_value]:
             earliest[item.identity_value] = requested
     return [
         {"customer_id": customer_id, "delete_request_time": iso_utc(requested)}
@@ -357,15 +359,19 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _data(response: requests.Response, operation: str) -> dict[str, Any]:
-    """The `data` object of a Monetate envelope."""
+def _data(
+    response: requests.Response,
+    operation: str,
+    failure: type[VendorError] = PermanentVendorError,
+) -> dict[str, Any]:
+    """The `data` object of a Monetate envelope; `failure` is raised when there is none."""
     try:
         body = response.json()
     except ValueError:
         body = None
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, dict):
-        raise PermanentVendorError(f"monetate {operation}: answer without a data object")
+        raise failure(f"monetate {operation}: answer without a data object")
     return data
 
 

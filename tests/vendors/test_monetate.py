@@ -1,0 +1,699 @@
+"""The Monetate adapter over real HTTP against the Monetate sandbox.
+
+The sandbox's nightly batch runs 250 ms after a submission and its data GET limit is raised
+for speed; tests wait on conditions with deadlines, never fixed sleeps. In-call backoff
+sleeps are recorded; the status pacer's waits are real but tiny, except in the pacer's own
+tests, which drive a fake clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from consumer.config import MonetateSettings
+from consumer.metrics import REGISTRY
+from consumer.model import Regulation, Status
+from consumer.sandbox.monetate import DEFAULT_PRIVATE_KEY_PEM, MonetateSandbox, is_iso8601
+from consumer.sandbox.server import Fault, Request, Response, json_response
+from consumer.vendors.base import (
+    ItemOutcome,
+    PermanentVendorError,
+    PollResult,
+    RetryableVendorError,
+    SubmittedJob,
+    VendorAuthError,
+)
+from consumer.vendors.http import VendorHttp
+from consumer.vendors.monetate import (
+    MonetateAdapter,
+    StatusPacer,
+    iso_utc,
+    schema_rows,
+    token_lifetime,
+)
+from consumer.work import DueJob, WorkItem
+from tests.vendors.harness import VendorHarness
+from tests.vendors.harness_monetate import Harness
+
+USER, SHORT, DATASET = "api-123-erasure", "acme", "erasure_requests"
+ACCOUNT = f"/api/data/v1/{SHORT}/production"
+DATA = f"{ACCOUNT}/data/{DATASET}/"
+STATUS = f"{ACCOUNT}/customer_data_privacy/status/"
+REFRESH = "/api/auth/v0/refresh/"
+_ids = itertools.count(1)
+_jobs = itertools.count(1)
+
+
+def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+@dataclass(frozen=True)
+class Keys:
+    private: str
+    public: str
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return Keys(pem(key), public.decode())
+
+
+def calls(operation: str, outcome: str) -> float:
+    labels = {"vendor": "monetate", "operation": operation, "outcome": outcome}
+    return REGISTRY.get_sample_value("erasure_vendor_calls_total", labels) or 0.0
+
+
+def item(
+    value: str, identity_type: str = "customer_id", requested_at: datetime | None = None
+) -> WorkItem:
+    return WorkItem(
+        item_id=next(_ids),
+        request_id="9f0c5a4e-3b1d-4c55-9a53-0d6f4f1f2a10",
+        vendor="monetate",
+        identity_type=identity_type,
+        identity_value=value,
+        destination=None,
+        regulation=Regulation.GDPR,
+        requested_at=requested_at or datetime.now(UTC),
+        attempts=0,
+        status=Status.SUBMITTED,
+    )
+
+
+def due(job: SubmittedJob | str, items: Sequence[WorkItem], job_id: int | None = None) -> DueJob:
+    return DueJob(
+        job_id=next(_jobs) if job_id is None else job_id,
+        vendor="monetate",
+        vendor_job_id=job if isinstance(job, str) else job.vendor_job_id,
+        destination=None,
+        submitted_at=datetime.now(UTC),
+        poll_failures=0,
+        items=tuple(items),
+    )
+
+
+@dataclass
+class Rig:
+    sandbox: MonetateSandbox
+    adapter: MonetateAdapter
+    sleeps: list[float] = field(default_factory=list)
+
+    def count(self, path: str, method: str | None = None) -> int:
+        return sum(
+            1
+            for call in self.sandbox.calls
+            if call.path == path and (method is None or call.method == method)
+        )
+
+    def checked_ids(self) -> list[str]:
+        return [
+            parse_qs(call.query)["customer_id"][0]
+            for call in self.sandbox.calls
+            if call.path == STATUS and call.status == 200
+        ]
+
+    def submit_one_job(self, items: Sequence[WorkItem]) -> SubmittedJob:
+        result = self.adapter.submit(items)
+        assert result.outcomes == ()
+        (job,) = result.jobs
+        return job
+
+    def poll_until_done(self, job: DueJob, timeout: float = 5.0) -> PollResult:
+        """Poll like the poller does: settled items leave the job; stop when it closes."""
+        deadline = time.monotonic() + timeout
+        settled: dict[int, ItemOutcome] = {}
+        while True:
+            result = self.adapter.poll(job)
+            settled.update((outcome.item_id, outcome) for outcome in result.outcomes)
+            if result.job_status.is_terminal:
+                return PollResult(result.job_status, tuple(settled.values()), result.detail)
+            open_items = tuple(i for i in job.items if i.item_id not in settled)
+            job = dataclasses.replace(job, items=open_items)
+            assert time.monotonic() < deadline, "job did not finish before the deadline"
+            time.sleep(0.01)
+
+
+def new_sandbox(keys: Keys, *, dataset: bool = True, **options: Any) -> MonetateSandbox:
+    values: dict[str, Any] = {
+        "shortname": SHORT,
+        "api_username": USER,
+        "public_key_pem": keys.public,
+        "deletion_delay_seconds": 0.25,  # long enough to see PENDING, even on a busy machine
+        "data_get_rate_per_second": 500.0,
+    }
+    values.update(options)
+    sandbox = MonetateSandbox(**values)
+    sandbox.start()
+    if dataset:
+        sandbox.add_dataset(DATASET)
+    return sandbox
+
+
+def make_rig(sandbox: MonetateSandbox, keys: Keys, **overrides: Any) -> Rig:
+    values: dict[str, Any] = {
+        "base_url": sandbox.base_url,
+        "shortname": SHORT,
+        "dataset": DATASET,
+        "api_username": USER,
+        "private_key": SecretStr(keys.private),
+        "timeout_seconds": 2.0,
+        "status_rate_per_second": 250.0,
+    }
+    checks = overrides.pop("status_checks_per_poll", 20)
+    values.update(overrides)
+    settings = MonetateSettings(**values)
+    sleeps: list[float] = []
+    http = VendorHttp("monetate", timeout_seconds=settings.timeout_seconds, sleep=sleeps.append)
+    adapter = MonetateAdapter(settings, http, status_checks_per_poll=checks)
+    return Rig(sandbox, adapter, sleeps)
+
+
+@pytest.fixture
+def rig(keys: Keys) -> Iterator[Rig]:
+    sandbox = new_sandbox(keys)
+    built = make_rig(sandbox, keys)
+    try:
+        yield built
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+
+
+def outcome_map(result: PollResult) -> dict[int, Status]:
+    return {outcome.item_id: outcome.status for outcome in result.outcomes}
+
+
+# --------------------------------------------------------------------------- submit and poll
+
+
+def test_held_and_unknown_ids_both_complete(rig: Rig) -> None:
+    rig.sandbox.add_customer("C-held")
+    requested = datetime(2024, 5, 1, 14, 34, 56, 789000, tzinfo=timezone(timedelta(hours=2)))
+    held, unknown = item("C-held", requested_at=requested), item("C-unknown")
+    ok_before = calls("submit", "ok")
+
+    job = rig.submit_one_job([held, unknown])
+
+    assert job.vendor_job_id.startswith("upload-")
+    assert len(job.vendor_job_id) == len("upload-") + 12
+    assert (job.destination, job.item_ids, job.status) == (
+        None,
+        (held.item_id, unknown.item_id),
+        Status.SUBMITTED,
+    )
+    assert rig.sandbox.rows(DATASET)["C-held"] == "2024-05-01T12:34:56.789+00:00"
+    assert calls("submit", "ok") - ok_before == 1
+    first = rig.adapter.poll(due(job, [held, unknown]))
+    assert first == PollResult(
+        Status.IN_PROGRESS, (ItemOutcome(unknown.item_id, Status.COMPLETED),)
+    )
+    result = rig.poll_until_done(due(job, [held]))
+    assert result == PollResult(Status.COMPLETED, (ItemOutcome(held.item_id, Status.COMPLETED),))
+    assert rig.sandbox.customer_status("C-held") == "NOT_FOUND"
+
+
+def test_one_status_check_per_customer_id(rig: Rig) -> None:
+    older = item("C-1", requested_at=datetime.now(UTC) - timedelta(days=1))
+    twice = [item("C-1"), older, item("C-2")]
+    job = rig.submit_one_job(twice)
+    assert len(rig.sandbox.rows(DATASET)) == 2
+    assert rig.sandbox.rows(DATASET)["C-1"] == iso_utc(older.requested_at)
+
+    result = rig.adapter.poll(due(job, twice))
+
+    assert result.job_status is Status.COMPLETED
+    assert set(outcome_map(result)) == {entry.item_id for entry in twice}
+    assert rig.checked_ids() == ["C-1", "C-2"]
+
+
+def test_items_monetate_would_reject_fail_without_a_call(rig: Rig) -> None:
+    email, padded, fine = item("a@example.com", "email"), item(" C-1 "), item("C-2")
+
+    result = rig.adapter.submit([email, padded, fine])
+
+    assert [job.item_ids for job in result.jobs] == [(fine.item_id,)]
+    assert {o.item_id: (o.status, o.detail) for o in result.outcomes} == {
+        email.item_id: (Status.FAILED, "Monetate erases by customer_id, not email"),
+        padded.item_id: (
+            Status.FAILED,
+            "customer id is empty or has surrounding whitespace, which Monetate rejects",
+        ),
+    }
+    assert rig.sandbox.rows(DATASET) == {"C-2": rig.sandbox.rows(DATASET)["C-2"]}
+    assert rig.adapter.submit([email]).jobs == ()
+    assert rig.count(DATA) == 1
+
+
+AWKWARD_IDS = ["a+b c@x", "100%/done?&=#", "zoë åländ", "用户-42", 'quote"d', "tab\tinside"]
+
+
+def test_awkward_ids_round_trip(rig: Rig) -> None:
+    for value in AWKWARD_IDS:
+        rig.sandbox.add_customer(value)
+    items = [item(value) for value in AWKWARD_IDS]
+    job = rig.submit_one_job(items)
+    assert set(rig.sandbox.rows(DATASET)) == set(AWKWARD_IDS)
+    result = rig.poll_until_done(due(job, items))
+    assert set(outcome_map(result).values()) == {Status.COMPLETED}
+    assert sorted(set(rig.checked_ids())) == sorted(AWKWARD_IDS)
+
+
+# --------------------------------------------------------------------------- polling limits
+
+
+def test_big_jobs_are_checked_in_turn_oldest_first(keys: Keys) -> None:
+    sandbox = new_sandbox(keys, deletion_delay_seconds=3600.0)  # held ids stay PENDING
+    built = make_rig(sandbox, keys, status_checks_per_poll=2)
+    try:
+        start = datetime.now(UTC) - timedelta(hours=1)
+        values = ["E", "D", "C", "B", "A"]  # A is the oldest request
+        items = [item(v, requested_at=start - timedelta(minutes=n)) for n, v in enumerate(values)]
+        for value in values:
+            sandbox.add_customer(value)
+        polled = due(built.submit_one_job(items), items)
+        for _ in range(3):
+            assert built.adapter.poll(polled) == PollResult(Status.IN_PROGRESS)
+        assert built.checked_ids() == ["A", "B", "C", "D", "E", "A"]
+        unknown = [item(f"gone-{n}") for n in range(5)]  # NOT_FOUND at once
+        result = built.poll_until_done(due(built.submit_one_job(unknown), unknown))
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert set(outcome_map(result)) == {entry.item_id for entry in unknown}
+    assert len(built.checked_ids()) == 6 + 5
+
+
+def test_status_checks_are_paced_across_jobs(keys: Keys) -> None:
+    sandbox = new_sandbox(keys, data_get_rate_per_second=20.0)
+    built = make_rig(sandbox, keys, status_rate_per_second=10.0)
+    try:
+        first, second = [item("C-1"), item("C-2")], [item("C-3"), item("C-4")]
+        job_one, job_two = built.submit_one_job(first), built.submit_one_job(second)
+        built.adapter.poll(due(job_one, first))
+        built.adapter.poll(due(job_two, second))
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    stamps = [call.timestamp for call in sandbox.calls if call.path == STATUS]
+    assert [call.status for call in sandbox.calls if call.path == STATUS] == [200] * 4
+    assert all(later - earlier >= 0.1 for earlier, later in itertools.pairwise(stamps))
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_pacer_waits_from_the_end_of_the_previous_call() -> None:
+    fake = FakeTime()
+    pacer = StatusPacer(2.0, lambda: fake.now, fake.sleep)
+    with pacer:
+        fake.now += 0.2  # the call takes 0.2 s
+    fake.now += 0.1
+    with pacer:
+        pass
+    fake.now += 1.0
+    with pacer:
+        pass
+    assert fake.slept == [pytest.approx(0.4)]
+
+
+def test_pacer_refuses_to_go_on_when_its_sleep_is_cut_short() -> None:
+    fake = FakeTime()
+    pacer = StatusPacer(1.0, lambda: fake.now, lambda _seconds: None)
+    with pacer:
+        pass
+    with pytest.raises(RetryableVendorError, match="stopped while pacing"), pacer:
+        pytest.fail("the call must not be made")
+
+
+def test_a_poll_keeps_what_it_learnt_before_a_failure(rig: Rig) -> None:
+    items = [item("C-1"), item("C-2"), item("C-3")]
+    job = rig.submit_one_job(items)
+    rig.sandbox.inject(Fault.status(500), path_prefix=STATUS, times=3)
+    with pytest.raises(RetryableVendorError, match="HTTP 500"):
+        rig.adapter.poll(due(job, items))
+    assert len(rig.sleeps) == 2  # a GET is retried in-call
+
+    rig.sandbox.inject(Fault.delay(0.0), path_prefix=STATUS)  # the first check goes through
+    rig.sandbox.inject(Fault.status(502), path_prefix=STATUS, times=3)
+    partial = rig.adapter.poll(due(job, items))
+
+    assert partial.job_status is Status.IN_PROGRESS
+    assert outcome_map(partial) == {items[0].item_id: Status.COMPLETED}
+    assert partial.detail == "monetate poll: HTTP 502 (injected_fault)"
+    assert rig.checked_ids()[-1] == "C-1"
+
+
+def test_a_refused_status_check_is_permanent(rig: Rig) -> None:
+    rig.sandbox.inject(Fault.status(400), path_prefix=STATUS)
+    with pytest.raises(PermanentVendorError, match="HTTP 400"):
+        rig.adapter.poll(due("upload-0123456789ab", [item("C-1")]))
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def test_token_is_reused_and_refreshed_once_after_expiry(rig: Rig) -> None:
+    refreshes = calls("auth", "ok")
+    rig.submit_one_job([item("C-1")])
+    rig.submit_one_job([item("C-2")])
+    assert rig.count(REFRESH) == 1
+    rig.sandbox.expire_tokens()
+    rejected = calls("submit", "client_error")
+
+    rig.submit_one_job([item("C-3")])
+
+    assert rig.count(REFRESH) == 2
+    assert calls("auth", "ok") - refreshes == 2
+    assert calls("submit", "client_error") - rejected == 1
+    assert [(c.method, c.status) for c in rig.sandbox.calls][-3:] == [
+        ("POST", 401),
+        ("GET", 200),
+        ("POST", 201),
+    ]
+    assert rig.sandbox.calls[-2].query == "ttl=3600"
+
+
+def test_check_fetches_a_fresh_token(rig: Rig) -> None:
+    rig.adapter.check()
+    rig.adapter.check()
+    assert rig.count(REFRESH) == 2
+
+
+def test_revoked_key_stops_every_operation(rig: Rig, keys: Keys) -> None:
+    job = rig.submit_one_job([item("C-1")])
+    rig.sandbox.revoke_key()
+    with pytest.raises(VendorAuthError, match="HTTP 403"):
+        rig.adapter.submit([item("C-2")])
+    with pytest.raises(VendorAuthError, match="HTTP 403"):
+        rig.adapter.poll(due(job, [item("C-1")]))
+    with pytest.raises(VendorAuthError, match="HTTP 403") as raised:
+        rig.adapter.check()
+    assert keys.private not in str(raised.value)
+    assert rig.count(DATA) == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api_username": "api-someone-else"}, "HTTP 401"),
+        ({"private_key": SecretStr("not a key")}, "not an unencrypted RSA PEM key"),
+        (
+            {"private_key": SecretStr(pem(ec.generate_private_key(ec.SECP256R1())))},
+            "not an unencrypted RSA PEM key",
+        ),
+    ],
+)
+def test_refused_or_unusable_credentials(
+    keys: Keys, overrides: dict[str, Any], message: str
+) -> None:
+    sandbox = new_sandbox(keys)
+    built = make_rig(sandbox, keys, **overrides)
+    try:
+        with pytest.raises(VendorAuthError, match=message) as raised:
+            built.adapter.check()
+        with pytest.raises(VendorAuthError):
+            built.adapter.submit([item("C-1")])
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert "BEGIN" not in str(raised.value)
+    assert built.count(DATA) == 0
+
+
+def test_a_key_the_vendor_does_not_know_is_refused(keys: Keys) -> None:
+    sandbox = new_sandbox(keys)
+    built = make_rig(sandbox, keys, private_key=SecretStr(DEFAULT_PRIVATE_KEY_PEM))
+    try:
+        with pytest.raises(VendorAuthError, match="HTTP 401"):
+            built.adapter.check()
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+
+
+class GarbledRefreshSandbox(MonetateSandbox):
+    """Answers every token refresh 200 with an envelope that holds no data object."""
+
+    def _handle_refresh(self, request: Request) -> Response:
+        return json_response(200, {"meta": {"code": 200, "errors": [], "warnings": []}})
+
+
+def test_a_garbled_token_answer_is_an_auth_problem_not_the_items(keys: Keys) -> None:
+    sandbox = GarbledRefreshSandbox(shortname=SHORT, api_username=USER, public_key_pem=keys.public)
+    sandbox.start()
+    built = make_rig(sandbox, keys)
+    try:
+        with pytest.raises(VendorAuthError, match="monetate auth: answer without a data object"):
+            built.adapter.submit([item("C-1")])
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert built.count(DATA) == 0
+
+
+def test_token_lifetime_prefers_the_vendors_own_clock() -> None:
+    assert token_lifetime({"issued_at": 1000.5, "expires_at": 4600.5, "expires_in": 99}) == 3600
+    assert token_lifetime({"expires_in": 600}) == 600
+    assert token_lifetime({"expires_in": True}) == 3600
+    assert token_lifetime({}) == 3600
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def test_create_dataset_is_idempotent(keys: Keys) -> None:
+    sandbox = new_sandbox(keys, dataset=False)
+    built = make_rig(sandbox, keys)
+    try:
+        assert built.adapter.dataset_exists() is False
+        assert built.adapter.create_dataset() is True
+        assert built.adapter.create_dataset() is False
+        assert built.adapter.dataset_exists() is True
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert sandbox.has_dataset(DATASET)
+
+
+def test_create_dataset_reports_why_it_was_refused(keys: Keys) -> None:
+    sandbox = new_sandbox(keys, dataset=False)
+    built = make_rig(sandbox, keys, dataset="not-valid")
+    try:
+        with pytest.raises(PermanentVendorError, match=r"name must be a letter") as raised:
+            built.adapter.create_dataset()
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert "'not-valid'" in str(raised.value)
+
+
+def test_missing_dataset_stops_calls_without_failing_items(keys: Keys) -> None:
+    sandbox = new_sandbox(keys, dataset=False)
+    built = make_rig(sandbox, keys)
+    try:
+        with pytest.raises(VendorAuthError) as submitted:
+            built.adapter.submit([item("C-1")])
+        with pytest.raises(VendorAuthError, match="status endpoint answered 404") as polled:
+            built.adapter.poll(due("upload-0123456789ab", [item("C-1")]))
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert str(submitted.value) == (
+        f"monetate submit: dataset {DATASET} does not exist: run `erasure-worker setup`"
+    )
+    assert "erasure-worker setup" in str(polled.value)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("after_processing", [False, True])
+def test_server_error_on_submit_is_not_resent_in_call(rig: Rig, after_processing: bool) -> None:
+    rig.sandbox.inject(Fault.status(500, after_processing=after_processing), path_prefix=DATA)
+    with pytest.raises(RetryableVendorError, match="HTTP 500"):
+        rig.adapter.submit([item("C-1")])
+    assert rig.count(DATA) == 1
+    assert rig.sleeps == []
+
+
+def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: Rig) -> None:
+    rig.sandbox.inject(Fault.rate_limited(retry_after=2), path_prefix=DATA)
+    limited = calls("submit", "rate_limited")
+    rig.submit_one_job([item("C-1")])
+    assert len(rig.sleeps) == 1
+    assert rig.sleeps[0] >= 2.0
+    assert rig.count(DATA) == 2
+    assert calls("submit", "rate_limited") - limited == 1
+
+
+def test_rate_limited_status_check_waits_retry_after(rig: Rig) -> None:
+    target = item("C-1")
+    job = rig.submit_one_job([target])
+    rig.sandbox.inject(Fault.rate_limited(retry_after=1), path_prefix=STATUS)
+    result = rig.adapter.poll(due(job, [target]))
+    assert result.job_status is Status.COMPLETED
+    assert rig.sleeps == [1.0]
+
+
+def test_long_retry_after_goes_back_to_the_caller(rig: Rig) -> None:
+    rig.sandbox.inject(Fault.rate_limited(retry_after=120), path_prefix=DATA)
+    with pytest.raises(RetryableVendorError) as raised:
+        rig.adapter.submit([item("C-1")])
+    assert raised.value.retry_after == 120
+
+
+def test_too_many_rows_is_permanent(keys: Keys) -> None:
+    sandbox = new_sandbox(keys, max_rows_per_call=2)
+    built = make_rig(sandbox, keys)
+    try:
+        with pytest.raises(PermanentVendorError, match="HTTP 400"):
+            built.adapter.submit([item("C-1"), item("C-2"), item("C-3")])
+        assert built.adapter.submit([item("C-1"), item("C-2")]).jobs
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+
+
+def test_reset_and_timeout_on_submit_are_handed_back(keys: Keys) -> None:
+    sandbox = new_sandbox(keys)
+    built = make_rig(sandbox, keys, timeout_seconds=0.2)
+    try:
+        built.adapter.check()
+        sandbox.inject(Fault.reset(after_processing=True), path_prefix=DATA)
+        with pytest.raises(RetryableVendorError, match="connection failed"):
+            built.adapter.submit([item("C-1")])
+        sandbox.inject(Fault.delay(2.0), path_prefix=DATA)
+        with pytest.raises(RetryableVendorError, match=r"no answer within 0.2s"):
+            built.adapter.submit([item("C-2")])
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert built.count(DATA) == 2
+
+
+def test_poll_rides_out_a_reset_and_a_slow_answer(keys: Keys) -> None:
+    sandbox = new_sandbox(keys)
+    built = make_rig(sandbox, keys, timeout_seconds=0.3)
+    try:
+        target = item("C-1")
+        job = built.submit_one_job([target])
+        sandbox.inject(Fault.reset(), path_prefix=STATUS)
+        sandbox.inject(Fault.delay(2.0), path_prefix=STATUS)
+        result = built.adapter.poll(due(job, [target]))
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert outcome_map(result) == {target.item_id: Status.COMPLETED}
+    assert len(built.sleeps) == 2
+
+
+def test_refused_credentials_on_submit(rig: Rig) -> None:
+    rig.sandbox.inject(Fault.status(403), path_prefix=DATA)
+    with pytest.raises(VendorAuthError, match="HTTP 403"):
+        rig.adapter.submit([item("C-1")])
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1970, 1, 2),
+        timezones=st.one_of(
+            st.none(),
+            st.builds(
+                timezone,
+                st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23)),
+            ),
+        ),
+    )
+)
+def test_request_times_are_iso8601_utc_to_the_millisecond(moment: datetime) -> None:
+    text = iso_utc(moment)
+    assert is_iso8601(text)
+    assert text.endswith("+00:00")
+    parsed = datetime.fromisoformat(text)
+    instant = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    assert timedelta(0) <= instant - parsed < timedelta(milliseconds=1)
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 10_000)), max_size=12))
+def test_schema_rows_keep_one_row_per_id_with_its_earliest_time(
+    entries: list[tuple[str, int]],
+) -> None:
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    items = [item(value, requested_at=base + timedelta(seconds=s)) for value, s in entries]
+    rows = schema_rows(items)
+    expected = {value: min(s for v, s in entries if v == value) for value, _ in entries}
+    assert {r["customer_id"]: r["delete_request_time"] for r in rows} == {
+        value: iso_utc(base + timedelta(seconds=s)) for value, s in expected.items()
+    }
+    assert len(rows) == len(expected)
+
+
+_segment = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
+
+
+@given(shortname=_segment, dataset=_segment)
+def test_path_segments_are_url_encoded(shortname: str, dataset: str) -> None:
+    settings = MonetateSettings(
+        base_url="https://api.monetate.example",
+        shortname=shortname,
+        dataset=dataset,
+        api_username=USER,
+        private_key=SecretStr("unused"),
+    )
+    adapter = MonetateAdapter(settings)
+    try:
+        urls = (adapter._data_url, adapter._dataset_url, adapter._status_url)
+    finally:
+        adapter.close()
+    data_path = urlsplit(urls[0]).path.split("/")
+    assert [unquote(part) for part in data_path] == [
+        "",
+        "api",
+        "data",
+        "v1",
+        shortname,
+        "production",
+        "data",
+        dataset,
+        "",
+    ]
+    assert unquote(urlsplit(urls[1]).path.split("/")[7]) == dataset
+    assert unquote(urlsplit(urls[2]).path.split("/")[4]) == shortname
+
+
+def test_harness_matches_the_protocol() -> None:
+    harness: VendorHarness = Harness()
+    assert harness.max_ids_per_call == 500
