@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from consumer.config import AcousticSettings, MonetateSettings, VendorSettings, VoyadoSettings
+from consumer.config import (
+    AcousticSettings,
+    AcquiaCdpSettings,
+    MonetateSettings,
+    VendorSettings,
+    VoyadoSettings,
+)
 from consumer.vendors.acoustic import AcousticAdapter
+from consumer.vendors.acquia_cdp import AcquiaCdpAdapter
 from consumer.vendors.base import VendorAdapter
 from consumer.vendors.http import VendorHttp
 from consumer.vendors.monetate import MonetateAdapter
@@ -28,5 +35,7 @@ def build_adapter(settings: VendorSettings, sleep: Sleep) -> VendorAdapter:
         return VoyadoAdapter(settings, http)
     if isinstance(settings, MonetateSettings):
         return MonetateAdapter(settings, http, sleep=sleep)
+    if isinstance(settings, AcquiaCdpSettings):
+        return AcquiaCdpAdapter(settings, http)
     http.close()
-    raise UnsupportedVendor(f"vendors.{settings.vendor}: this release has no adapter for it yet")
+    raise UnsupportedVendor(f"vendors.{settings.vendor}: this release has no adapter for it")

@@ -120,10 +120,12 @@ class AcquiaCdpAdapter:
 
     def _renew_session(self) -> tuple[str, float]:
         """`TokenAuth`'s fetch: a new session replaces (and logs out) the current one."""
+        self._end_session()
         self._session = self._login()
         return self._session, math.inf
 
     def _end_session(self) -> None:
+        """Log out the working session, if any; failing only warns (it expires on its own)."""
         token, self._session = self._session, None
         if token is None:
             return
@@ -237,7 +239,9 @@ class AcquiaCdpAdapter:
         if status == 404 and _is_acquia_error(response):
             verdicts.update(dict.fromkeys(ids, (Status.NOT_FOUND, None)))
         elif status == 404:
-            raise PermanentVendorError("acquia_cdp submit: HTTP 404 from no Acquia API (base_url?)")
+            raise PermanentVendorError(
+                "acquia_cdp submit: HTTP 404 not from Acquia; check base_url"
+            )
         elif status != 200:
             raise RetryableVendorError(f"acquia_cdp submit: unexpected HTTP {status}")
         else:
