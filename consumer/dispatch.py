@@ -25,6 +25,7 @@ from consumer.vendors.base import (
     RetryableVendorError,
     SubmitResult,
     VendorAuthError,
+    VendorRateLimited,
 )
 from consumer.work import Change, ItemUpdate, NewJob, VendorSend, WorkItem
 
@@ -114,6 +115,10 @@ class Dispatcher:
             self._health.mark_down(str(error))
             self._record(Change(released_item_ids=tuple(item.item_id for item in items)))
             return
+        except VendorRateLimited as error:
+            log.warning("%s is rate limiting us; the batch waits: %s", self.vendor, error)
+            self._record(self._wait_all(items, error.retry_after))
+            return
         except RetryableVendorError as error:
             log.warning("%s submission failed, will retry: %s", self.vendor, error)
             self._record(self._retry_all(items, str(error), error.retry_after))
@@ -168,6 +173,22 @@ class Dispatcher:
         return Change(
             items=tuple(
                 retry_or_fail(item, detail, now, max_attempts, retry_after) for item in items
+            )
+        )
+
+    def _wait_all(self, items: Sequence[WorkItem], retry_after: float | None) -> Change:
+        """Send again after the vendor's Retry-After, without spending an attempt: a 429
+        means the vendor did not take the call."""
+        resume = self._clock() + timedelta(seconds=backoff_seconds(1, retry_after))
+        return Change(
+            items=tuple(
+                ItemUpdate(
+                    item.item_id,
+                    Status.QUEUED,
+                    detail="rate limited by the vendor",
+                    next_attempt_at=resume,
+                )
+                for item in items
             )
         )
 

@@ -254,3 +254,23 @@ def test_rate_limiter_spaces_calls() -> None:
     now[0] += 0.5
     limiter.spend(3)
     assert limiter.wait_seconds() == pytest.approx(1.5)
+
+
+def test_rate_limited_submissions_cost_no_attempt(sandbox: AcousticSandbox, ledger: Ledger) -> None:
+    stage = Stage(settings_for(sandbox, max_attempts=1), ledger, ManualClock())
+    (request_id,) = stage.record(["a@example.com"])
+    # Longer than the in-call cap: the dispatcher, not the HTTP layer, waits it out.
+    sandbox.inject(Fault.rate_limited(retry_after=120), path_prefix="/rest/databases")
+    stage.clock.advance(30)
+    stage.dispatcher.step()
+    assert stage.counts() == {Status.QUEUED: 1}, (
+        "with max_attempts=1 a counted attempt would fail it"
+    )
+    stage.clock.advance(60)
+    stage.dispatcher.step()
+    assert submissions(sandbox) == 1, "Retry-After is honoured"
+    stage.clock.advance(120)
+    stage.dispatcher.step()
+    assert submissions(sandbox) == 2
+    trail = ledger.trail(request_id)
+    assert trail is not None and trail.vendors[0].status is Status.SUBMITTED

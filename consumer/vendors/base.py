@@ -4,8 +4,10 @@ Adapters hold everything vendor-specific (URLs, auth, payloads, status words). D
 and the poller only see these values and exceptions:
 
     VendorError
-     ├── RetryableVendorError   try again later (5xx, 429, timeouts, resets); may carry
-     │                          the vendor's Retry-After
+     ├── RetryableVendorError   try again later (5xx, timeouts, resets); may carry
+     │   │                      the vendor's Retry-After
+     │   └── VendorRateLimited  429: the vendor did not take the call, so it costs no
+     │                          attempt; wait for its Retry-After
      ├── PermanentVendorError   the vendor rejected the request; retrying cannot help
      └── VendorAuthError        credentials were refused (403): stop calling this vendor
                                 until they are fixed; items wait, they do not fail
@@ -29,6 +31,10 @@ class RetryableVendorError(VendorError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class VendorRateLimited(RetryableVendorError):
+    pass
 
 
 class PermanentVendorError(VendorError):

@@ -36,6 +36,7 @@ from consumer.vendors.base import (
     RetryableVendorError,
     VendorAuthError,
     VendorError,
+    VendorRateLimited,
 )
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,8 @@ class VendorHttp:
         status = result.status_code
         summary = vendor_error_summary(result, redact)
         message = f"{where}: HTTP {status}" + (f" ({summary})" if summary else "")
+        if status == 429:
+            return VendorRateLimited(message, retry_after=retry_after_seconds(result))
         if is_retryable(result):
             return RetryableVendorError(message, retry_after=retry_after_seconds(result))
         if status in (401, 403) or operation == "auth":
