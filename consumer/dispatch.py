@@ -84,6 +84,8 @@ class Dispatcher:
             return IDLE_WAIT_SECONDS
         self._limiter.spend(len({item.destination for item in items}))
         self._send(items)
+        if self._settings.rolling_quota is not None:
+            self._quota_left(self._clock())  # keep the remaining-quota gauge current
         return 0.0
 
     def _quota_left(self, now: datetime) -> int:
