@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import yaml
 
 from consumer.config import ConfigError, Settings, load_settings
 from consumer.kafka import KafkaFailure, client_config, ping
@@ -31,6 +36,8 @@ CHECK_TIMEOUT_SECONDS = 10.0
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.serves_sandboxes:
+        return serve_sandboxes(args)  # needs no configuration
     command: Callable[[Settings, argparse.Namespace], int] = args.command
     try:
         settings = load_settings(_config_path(args))
@@ -128,6 +135,33 @@ def _check_vendor(name: str, settings: Settings) -> tuple[str, bool, str]:
     return name, True, f"authenticated at {vendor_settings.base_url}"
 
 
+def serve_sandboxes(args: argparse.Namespace) -> int:
+    """Serve all four vendor sandboxes on loopback ports until SIGTERM/SIGINT, printing the
+    `vendors:` config section and the environment a worker needs to use them."""
+    from consumer.sandbox.fleet import SECRETS, SandboxFleet  # noqa: PLC0415 (dev only)
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with SandboxFleet(job_seconds=args.job_seconds) as fleet:
+        for identity_type, value in (tuple(seed.split("=", 1)) for seed in args.seed):
+            fleet.seed(identity_type, value)
+        print("# vendor sandboxes serving; put this in the worker's config:")
+        print(yaml.safe_dump({"vendors": fleet.vendors_config()}, sort_keys=False), end="")
+        print("# and export these (sandbox credentials, not secrets):")
+        for name, value in SECRETS.items():
+            print(f"export {name}={shlex.quote(value)}")
+        sys.stdout.flush()
+        stop.wait()
+    return EXIT_OK
+
+
+def _seed(value: str) -> str:
+    if "=" not in value:
+        raise argparse.ArgumentTypeError("use TYPE=VALUE, e.g. email=jane@example.com")
+    return value
+
+
 def _config_path(args: argparse.Namespace) -> Path:
     path = args.config or os.environ.get("ERASURE_CONFIG")
     if not path:
@@ -149,8 +183,19 @@ def _parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--config", help="YAML configuration (default: $ERASURE_CONFIG)")
-        command.set_defaults(command=function)
+        command.set_defaults(command=function, serves_sandboxes=False)
         if name == "status":
             command.add_argument("request_id")
             command.add_argument("--json", action="store_true", help="one JSON object")
+    fleet = commands.add_parser("sandbox", help="serve all four vendor sandboxes on loopback")
+    fleet.add_argument("--job-seconds", type=float, default=5.0, help="how long vendor jobs take")
+    fleet.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        type=_seed,
+        metavar="TYPE=VALUE",
+        help="an identifier the vendors hold (email, customer_id, customer_key); repeatable",
+    )
+    fleet.set_defaults(serves_sandboxes=True)
     return parser
