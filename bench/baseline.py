@@ -37,6 +37,7 @@ from bench.common import (
     memory_mib,
     reached,
 )
+from bench.pgcpu import backend_cpu_seconds
 
 BATCH = 1000
 POLL_TIMEOUT = 0.2
@@ -71,12 +72,12 @@ class Inserter(Protocol):
 
 
 class SqliteInserter:
-    """Same connection settings as the SQLite ledger (WAL, synchronous=NORMAL)."""
+    """Same connection settings as the SQLite ledger (WAL, synchronous=FULL)."""
 
     def __init__(self, path: str) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
         self._requests = f"INSERT INTO requests ({REQUEST_COLUMNS}) VALUES ({_marks(7, '?')})"
         self._items = f"INSERT INTO items ({ITEM_COLUMNS}) VALUES ({_marks(9, '?')})"
 
@@ -185,9 +186,12 @@ def measure(job: Job) -> Result:
         events += len(messages)
     seconds = time.perf_counter() - started
     cpu_seconds = time.process_time() - cpu_started
+    server_cpu = backend_cpu_seconds(job.ledger_url)
     consumer.close()
     db.close()
-    return Result(events, seconds, cpu_seconds, batches, rss_before, memory_mib("VmHWM"))
+    return Result(
+        events, seconds, cpu_seconds, batches, rss_before, memory_mib("VmHWM"), server_cpu
+    )
 
 
 if __name__ == "__main__":

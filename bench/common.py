@@ -11,8 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
 
 # The vendor every benchmark request fans out to: Acoustic, one database, EMAIL -> email.
 VENDOR = "acoustic"
@@ -55,7 +54,8 @@ class Result:
     """What a child measured. `seconds` runs from the first non-empty consume to the
     synchronous commit that covered the last event (the group join is excluded: Tansu
     holds it ~1 s, which would swamp a few-second run); `cpu_seconds` is the process CPU
-    time (all threads, librdkafka's included) over the same window."""
+    time (all threads, librdkafka's included) over the same window; `server_cpu_seconds`
+    that of its PostgreSQL backend (None for SQLite, whose work is in the process)."""
 
     events: int
     seconds: float
@@ -63,7 +63,11 @@ class Result:
     batches: int
     rss_before_mib: float
     peak_rss_mib: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    server_cpu_seconds: float | None = None
+
+    @property
+    def total_cpu_seconds(self) -> float:
+        return self.cpu_seconds + (self.server_cpu_seconds or 0.0)
 
     @property
     def rate(self) -> float:

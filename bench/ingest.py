@@ -12,12 +12,14 @@ a new database in a private PostgreSQL cluster), a fresh consumer group, and its
 process (`bench.baseline` or `bench.worker`), so that its peak RSS (VmHWM) is its own. The
 clock runs from the first non-empty consume to the commit covering the last event, for
 both sides alike. Afterwards the parent checks, against the broker and the database, that
-every offset was committed and every request and item row is there.
+every offset was committed and every request and item row is there. CPU time per event
+(the child's, plus its PostgreSQL backend's) is reported next to the rates: other jobs on
+this shared machine move wall-clock rates far more than CPU time.
 
 Measurements are repeated `--repeat` times, interleaved (baseline and worker side by side
 in each round) so that drift of this shared machine hits both; medians are reported. The
-worker is also run with `--backlog-factor` times the events on SQLite: with memory bounded
-by the batch, not the backlog, both peak RSS figures should be about equal.
+worker and the baseline are also run with `--backlog-factor` times the events on SQLite:
+with memory bounded by the batch, not the backlog, peak RSS should not grow with it.
 
 Results: a table on stdout, JSON in `bench/results/ingest.json`; with `--profile`, one
 extra cProfile'd worker run per backend in `bench/results/profile-<backend>.pstats`.
@@ -38,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,38 +66,35 @@ KINDS = ("baseline", "worker")
 KafkaConfig = dict[str, str | int | float | bool]
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """Framed request values (key, value), as an upstream producer writes them."""
-
-    messages: list[tuple[bytes, bytes]]
-    items_per_event: list[int]
-
-    def items(self, events: int) -> int:
-        return sum(self.items_per_event[:events])
+Messages = list[tuple[bytes, bytes]]
 
 
-def make_dataset(count: int, seed: int = 7) -> Dataset:
-    """Requests with 1 to 3 email identities (so 1 to 3 Acoustic items, 2 on average) and,
-    on every fourth, a loyalty id that no enabled vendor erases by; ~200-byte values."""
+def emails_of(index: int) -> int:
+    """Email identities of the `index`-th request: 1 to 3, so 1 to 3 Acoustic items."""
+    return 1 + index % 3
+
+
+def expected_items(events: int) -> int:
+    return sum(emails_of(index) for index in range(events))
+
+
+def make_dataset(count: int, seed: int = 7) -> Messages:
+    """Framed request values (key, value) as an upstream producer writes them, ~200 bytes:
+    1 to 3 email identities each (2 items on average) and, on every fourth, a loyalty id
+    that no enabled vendor erases by."""
     rng = random.Random(seed)
     start = datetime(2024, 5, 1, tzinfo=UTC)
-    messages: list[tuple[bytes, bytes]] = []
-    items: list[int] = []
+    messages: Messages = []
     for index in range(count):
-        emails = 1 + index % 3
         identities = [
-            Identity("email", f"subject{index}.{n}.{rng.getrandbits(24):06x}@example.com")
-            for n in range(emails)
+            Identity(IDENTITY_TYPE, f"subject{index}.{n}.{rng.getrandbits(24):06x}@example.com")
+            for n in range(emails_of(index))
         ]
         if index % 4 == 0:
             identities.append(Identity("loyalty_id", f"L{index:08d}"))
-        request_id = f"{rng.getrandbits(128) & ~(0xF << 76) | (0x4 << 76):032x}"
+        digits = f"{rng.getrandbits(128) & ~(0xF << 76) | (0x4 << 76):032x}"  # a uuid4
         request = ErasureRequest(
-            request_id=(
-                f"{request_id[:8]}-{request_id[8:12]}-{request_id[12:16]}-"
-                f"{request_id[16:20]}-{request_id[20:]}"
-            ),
+            request_id=f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}",
             requested_at=start + timedelta(milliseconds=index),
             regulation=(Regulation.GDPR, Regulation.CCPA, Regulation.OTHER)[index % 3],
             identities=tuple(identities),
@@ -104,8 +103,7 @@ def make_dataset(count: int, seed: int = 7) -> Dataset:
             trace_id=f"trace-{index}" if index % 2 else None,
         )
         messages.append((request.request_id.encode(), encode_request(request)))
-        items.append(sum(1 for i in identities if i.type == IDENTITY_TYPE))
-    return Dataset(messages, items)
+    return messages
 
 
 def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> dict[int, int]:
@@ -221,7 +219,7 @@ def run_child(kind: str, job: Job) -> Result:
 def measure(
     kind: str,
     backend: str,
-    dataset: Dataset,
+    dataset: Messages,
     events: int,
     server_dsn: str | None,
     kafka_config: KafkaConfig,
@@ -232,7 +230,7 @@ def measure(
         bootstrap = broker.bootstrap_servers
         topics = Topics.unique("bench")
         create_worker_topics(bootstrap, topics, PARTITIONS)
-        targets = produce(bootstrap, topics.input, dataset.messages[:events])
+        targets = produce(bootstrap, topics.input, dataset[:events])
         job = Job(
             bootstrap=bootstrap,
             input_topic=topics.input,
@@ -251,7 +249,7 @@ def measure(
         if offsets != targets:
             raise RuntimeError(f"{kind}/{backend}: committed {offsets}, produced {targets}")
         rows = count_rows(url)
-        expected = (events, dataset.items(events))
+        expected = (events, expected_items(events))
         if rows != expected:
             raise RuntimeError(f"{kind}/{backend}: (requests, items) {rows} != {expected}")
         if not broker.alive():
@@ -268,8 +266,32 @@ def summary(results: Sequence[Result]) -> dict[str, Any]:
         "rss_before_mib": statistics.median(r.rss_before_mib for r in results),
         "wall_us_per_event": statistics.median(1e6 * r.seconds / r.events for r in results),
         "cpu_us_per_event": statistics.median(1e6 * r.cpu_seconds / r.events for r in results),
+        "total_cpu_us_per_event": statistics.median(
+            1e6 * r.total_cpu_seconds / r.events for r in results
+        ),
         "runs": [{**asdict(r), "events_per_s": r.rate} for r in results],
     }
+
+
+def backlog_report(
+    results: dict[tuple[str, str, int], list[Result]], events: int, factor: int
+) -> dict[str, Any]:
+    """Peak RSS and rate of both sides on SQLite at N and factor x N events. The baseline
+    tells what is not the worker's doing: librdkafka's prefetch queue, which holds up to
+    `queued.max.messages.kbytes` of backlog whatever the application does, and the
+    database slowing down as it grows."""
+    report: dict[str, Any] = {"backend": "sqlite", "factor": factor}
+    for kind in KINDS:
+        sizes: list[dict[str, Any]] = []
+        for count in (events, events * factor):
+            medians = summary(results[(kind, "sqlite", count)])
+            sizes.append({"events": count, **{k: v for k, v in medians.items() if k != "runs"}})
+        report[kind] = {
+            "sizes": sizes,
+            "peak_rss_growth_mib": sizes[1]["peak_rss_mib"] - sizes[0]["peak_rss_mib"],
+            "runs": [asdict(r) for r in results[(kind, "sqlite", events * factor)]],
+        }
+    return report
 
 
 def machine_info(server_dsn: str | None) -> dict[str, Any]:
@@ -284,7 +306,7 @@ def machine_info(server_dsn: str | None) -> dict[str, Any]:
         "cpu_model": model,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.__version__,
         "librdkafka": confluent_kafka.libversion()[0],
         "fastavro": fastavro.__version__,
         "sqlite": sqlite3.sqlite_version,
@@ -318,7 +340,7 @@ def print_report(report: dict[str, Any]) -> None:
           f" (machine: {report['machine']['cpu_count']} CPUs, Python"
           f" {report['machine']['python']})")
     header = (f"{'backend':<11} {'baseline ev/s':>13} {'worker ev/s':>11} {'ratio':>6}"
-              f" {'base µs/ev':>10} {'work µs/ev':>10} {'base CPU µs':>11} {'work CPU µs':>11}"
+              f" {'base CPU µs/ev':>14} {'work CPU µs/ev':>14} {'CPU ratio':>9}"
               f" {'base RSS':>9} {'work RSS':>9}")
     print(header)
     print("-" * len(header))
@@ -326,23 +348,26 @@ def print_report(report: dict[str, Any]) -> None:
         base, work = entry["baseline"], entry["worker"]
         print(
             f"{backend:<11} {base['events_per_s']:>13,.0f} {work['events_per_s']:>11,.0f}"
-            f" {entry['ratio']:>6.2f} {base['wall_us_per_event']:>10.1f}"
-            f" {work['wall_us_per_event']:>10.1f} {base['cpu_us_per_event']:>11.1f}"
-            f" {work['cpu_us_per_event']:>11.1f} {base['peak_rss_mib']:>5.0f} MiB"
-            f" {work['peak_rss_mib']:>5.0f} MiB"
+            f" {entry['ratio']:>6.2f} {base['total_cpu_us_per_event']:>14.1f}"
+            f" {work['total_cpu_us_per_event']:>14.1f} {entry['cpu_ratio']:>9.2f}"
+            f" {base['peak_rss_mib']:>5.0f} MiB {work['peak_rss_mib']:>5.0f} MiB"
         )
         ratios = ", ".join(f"{r:.2f}" for r in entry["ratios_per_round"])
         verdict = "meets" if entry["ratio"] >= TARGET_RATIO else "BELOW"
         print(f"{'':<11} per-round ratios: {ratios}; {verdict} the {TARGET_RATIO}x target")
+    print("ratio: worker/baseline events/s (medians). CPU µs/ev: the measuring process, plus"
+          " its PostgreSQL\nbackend; CPU ratio = baseline/worker CPU per event, steadier than"
+          " wall time on a busy machine.")
     backlog = report.get("backlog")
     if backlog:
-        print(f"\nWorker memory against backlog ({backlog['backend']}), median peak RSS:")
-        for row in backlog["sizes"]:
-            print(f"  {row['events']:>9,} events: peak {row['peak_rss_mib']:6.1f} MiB"
-                  f" (before consuming {row['rss_before_mib']:5.1f} MiB),"
-                  f" {row['events_per_s']:,.0f} ev/s")
-        print(f"  growth for {backlog['factor']}x the backlog:"
-              f" {backlog['peak_rss_growth_mib']:+.1f} MiB")
+        print(f"\nMemory against backlog ({backlog['backend']}), medians:")
+        for kind in KINDS:
+            for row in backlog[kind]["sizes"]:
+                print(f"  {kind:<8} {row['events']:>9,} events: peak RSS"
+                      f" {row['peak_rss_mib']:6.1f} MiB (before consuming"
+                      f" {row['rss_before_mib']:5.1f} MiB), {row['events_per_s']:>7,.0f} ev/s")
+            print(f"  {kind:<8} growth for {backlog['factor']}x the backlog:"
+                  f" {backlog[kind]['peak_rss_growth_mib']:+.1f} MiB")
 
 
 def print_profile(path: Path, backend: str, events: int) -> None:
@@ -351,55 +376,47 @@ def print_profile(path: Path, backend: str, events: int) -> None:
     stats.sort_stats("tottime").print_stats(20)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--backlog-factor", type=int, default=4,
-                        help="worker on SQLite with this many times the events (0: skip)")
-    parser.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
-                        help="librdkafka setting for both consumers (e.g. to try a fix)")
-    parser.add_argument("--pg-fast", action="store_true",
-                        help="PostgreSQL with fsync and synchronous_commit off (as in tests)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also one cProfile'd worker run per backend")
-    parser.add_argument("--output", type=Path, default=RESULTS / "ingest.json")
-    args = parser.parse_args(argv)
-    backends = [b for b in args.backends.split(",") if b]
-    if unknown := set(backends) - set(BACKENDS):
-        parser.error(f"unknown backends: {sorted(unknown)}")
-    kafka_config = parse_kafka_config(args.kafka_config)
+Results = dict[tuple[str, str, int], list[Result]]
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    backends: Sequence[str],
+    kafka_config: KafkaConfig,
+    server_dsn: str | None,
+) -> Results:
+    """Every measurement, `args.repeat` times; baseline and worker side by side in each
+    round so that the machine's drift hits both alike."""
     events: int = args.events
     backlog_events = events * args.backlog_factor
-
     log(f"encoding {max(events, backlog_events):,} requests")
     dataset = make_dataset(max(events, backlog_events))
-    results: dict[tuple[str, str, int], list[Result]] = {}
-    pg_options = pg.FAST_OPTIONS if args.pg_fast else ()
-    with contextlib.ExitStack() as stack:
-        server_dsn = (
-            stack.enter_context(pg.private_cluster(pg_options)) if "postgresql" in backends
-            else None
-        )
-        machine = machine_info(server_dsn)
-        for round_ in range(1, args.repeat + 1):
-            plan = [(kind, backend, events) for backend in backends for kind in KINDS]
-            if args.backlog_factor > 1 and "sqlite" in backends:
-                plan.append(("worker", "sqlite", backlog_events))
-            for kind, backend, count in plan:
-                result = measure(kind, backend, dataset, count, server_dsn, kafka_config)
-                results.setdefault((kind, backend, count), []).append(result)
-                log(f"round {round_}/{args.repeat}: {kind:<8} {backend:<10} {count:>8,} events:"
-                    f" {result.rate:8,.0f} ev/s, peak RSS {result.peak_rss_mib:.0f} MiB")
-        profiles: list[tuple[Path, str]] = []
-        if args.profile:
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            for backend in backends:
-                path = RESULTS / f"profile-{backend}.pstats"
-                measure("worker", backend, dataset, events, server_dsn, kafka_config, str(path))
-                profiles.append((path, backend))
+    plan = [(kind, backend, events) for backend in backends for kind in KINDS]
+    if args.backlog_factor > 1 and "sqlite" in backends:
+        plan += [(kind, "sqlite", backlog_events) for kind in KINDS]
+    results: Results = {}
+    for round_ in range(1, args.repeat + 1):
+        for kind, backend, count in plan:
+            result = measure(kind, backend, dataset, count, server_dsn, kafka_config)
+            results.setdefault((kind, backend, count), []).append(result)
+            log(f"round {round_}/{args.repeat}: {kind:<8} {backend:<10} {count:>8,} events:"
+                f" {result.rate:8,.0f} ev/s, peak RSS {result.peak_rss_mib:.0f} MiB")
+    if args.profile:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for backend in backends:
+            path = RESULTS / f"profile-{backend}.pstats"
+            measure("worker", backend, dataset, events, server_dsn, kafka_config, str(path))
+    return results
 
+
+def build_report(
+    args: argparse.Namespace,
+    backends: Sequence[str],
+    kafka_config: KafkaConfig,
+    machine: dict[str, Any],
+    results: Results,
+) -> dict[str, Any]:
+    events: int = args.events
     report: dict[str, Any] = {
         "machine": machine,
         "config": {
@@ -408,9 +425,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             "partitions": PARTITIONS,
             "batch_size": 1000,
             "kafka_config": {**fast_group_config(), **kafka_config},
-            "postgresql_options": list(pg_options) or "defaults (fsync, synchronous_commit on)",
-            "sqlite": "WAL, synchronous=NORMAL, file in " + tempfile.gettempdir(),
-            "items_per_event": events and dataset.items(events) / events,
+            "postgresql_options": (
+                list(pg.FAST_OPTIONS) if args.pg_fast
+                else "defaults (fsync and synchronous_commit on)"
+            ),
+            "sqlite": "WAL, synchronous=FULL, file in " + tempfile.gettempdir(),
+            "items_per_event": expected_items(events) / events,
             "clock": "first non-empty consume -> commit covering the last event",
         },
         "target_ratio": TARGET_RATIO,
@@ -422,25 +442,51 @@ def main(argv: Sequence[str] | None = None) -> None:
         entry: dict[str, Any] = {"baseline": summary(base), "worker": summary(work)}
         entry["ratio"] = entry["worker"]["events_per_s"] / entry["baseline"]["events_per_s"]
         entry["ratios_per_round"] = [w.rate / b.rate for b, w in zip(base, work, strict=True)]
+        entry["cpu_ratio"] = (
+            entry["baseline"]["total_cpu_us_per_event"] / entry["worker"]["total_cpu_us_per_event"]
+        )
         entry["meets_target"] = entry["ratio"] >= TARGET_RATIO
         report["backends"][backend] = entry
-    if ("worker", "sqlite", backlog_events) in results and args.backlog_factor > 1:
-        sizes: list[dict[str, Any]] = []
-        for count in (events, backlog_events):
-            medians = summary(results[("worker", "sqlite", count)])
-            sizes.append({"events": count, **{k: v for k, v in medians.items() if k != "runs"}})
-        report["backlog"] = {
-            "backend": "sqlite",
-            "factor": args.backlog_factor,
-            "sizes": sizes,
-            "peak_rss_growth_mib": sizes[1]["peak_rss_mib"] - sizes[0]["peak_rss_mib"],
-            "runs": [asdict(r) for r in results[("worker", "sqlite", backlog_events)]],
-        }
+    if args.backlog_factor > 1 and "sqlite" in backends:
+        report["backlog"] = backlog_report(results, events, args.backlog_factor)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--backlog-factor", type=int, default=4,
+                        help="both sides on SQLite with this many times the events (0: skip)")
+    parser.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="librdkafka setting for both consumers (e.g. to try a fix)")
+    parser.add_argument("--pg-fast", action="store_true",
+                        help="PostgreSQL with fsync and synchronous_commit off (as in tests)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also one cProfile'd worker run per backend")
+    parser.add_argument("--output", type=Path, default=RESULTS / "ingest.json")
+    args = parser.parse_args(argv)
+    backends = [b for b in args.backends.split(",") if b]
+    if unknown := set(backends) - set(BACKENDS):
+        parser.error(f"unknown backends: {sorted(unknown)}")
+    if args.events < 1 or args.repeat < 1:
+        parser.error("--events and --repeat must be at least 1")
+    kafka_config = parse_kafka_config(args.kafka_config)
+    with contextlib.ExitStack() as stack:
+        server_dsn = None
+        if "postgresql" in backends:
+            options = pg.FAST_OPTIONS if args.pg_fast else ()
+            server_dsn = stack.enter_context(pg.private_cluster(options))
+        machine = machine_info(server_dsn)
+        results = run_rounds(args, backends, kafka_config, server_dsn)
+    report = build_report(args, backends, kafka_config, machine, results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print_report(report)
-    for path, backend in profiles:
-        print_profile(path, backend, events)
+    if args.profile:
+        for backend in backends:
+            print_profile(RESULTS / f"profile-{backend}.pstats", backend, args.events)
     print(f"\nJSON: {args.output}")
 
 

@@ -29,6 +29,7 @@ from bench.common import (
     memory_mib,
     reached,
 )
+from bench.pgcpu import backend_cpu_seconds
 from consumer.codec import Codec
 from consumer.config import AcousticSettings, KafkaSettings, VendorSettings
 from consumer.ingest import Ingest
@@ -117,6 +118,7 @@ def measure(job: Job) -> Result:
         profiler.disable()
         profiler.dump_stats(job.profile_path)
     assert consumer.first_batch_at is not None
+    server_cpu = backend_cpu_seconds(job.ledger_url)
     ingest.stop()
     ingest.run()  # returns at once after stop(): commits what is left, closes both clients
     ledger.close()
@@ -127,6 +129,7 @@ def measure(job: Job) -> Result:
         batches=consumer.batches,
         rss_before_mib=rss_before,
         peak_rss_mib=memory_mib("VmHWM"),
+        server_cpu_seconds=server_cpu,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from functools import cached_property
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -102,12 +103,12 @@ class VendorSettings(_Settings):
             raise ValueError("must use https:// (plain http is allowed only for loopback hosts)")
         return url.rstrip("/")
 
-    @property
+    @cached_property
     def identity_types(self) -> frozenset[str]:
         """Identity types this vendor erases by; a subject with none of them is SKIPPED."""
         return frozenset({self.identity_type})
 
-    @property
+    @cached_property
     def destinations(self) -> tuple[str | None, ...]:
         """Where each identifier goes; one item per identifier and destination."""
         return (None,)
@@ -216,11 +217,11 @@ class AcousticSettings(VendorSettings):
                 raise ValueError("lookup field names and identity types must be non-empty")
         return fields
 
-    @property
+    @cached_property
     def identity_types(self) -> frozenset[str]:
         return frozenset(self.lookup_fields.values())
 
-    @property
+    @cached_property
     def destinations(self) -> tuple[str | None, ...]:
         return tuple(str(database_id) for database_id in self.database_ids)
 

@@ -46,12 +46,12 @@ def _vendor_items(
     vendor: str, settings: VendorSettings, identities: Iterable[Identity]
 ) -> list[ItemPlan]:
     """One item per distinct identifier of a type the vendor needs, at each destination."""
-    needed = settings.identity_types
+    needed, destinations = settings.identity_types, settings.destinations
     identifiers = _distinct((i.type, i.value) for i in identities if i.type in needed)
     return [
         ItemPlan(vendor, identity_type, value, destination)
         for identity_type, value in identifiers
-        for destination in settings.destinations
+        for destination in destinations
     ]
 
 

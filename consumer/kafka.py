@@ -154,6 +154,9 @@ def consumer_config(settings: KafkaSettings) -> Config:
     return {
         "group.id": settings.group_id,
         "auto.offset.reset": "earliest",
+        # librdkafka prefetches up to 64 MiB by default, so memory grew with the backlog;
+        # a few MiB keep the fetcher ahead of a 1,000-message batch (measured by make bench).
+        "queued.max.messages.kbytes": 4096,
         **client_config(settings),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,

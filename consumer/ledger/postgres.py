@@ -116,8 +116,11 @@ class PostgresLedger(SqlLedger):
         except psycopg.Error:
             self.close()
 
-    def _to_db(self, moment: datetime) -> datetime:
-        return utc(moment)
+    def _to_db(self, moment: datetime) -> str:
+        # ISO text, which PostgreSQL reads as timestamptz: ingest writes the same batch time
+        # into ~11 columns per request, and formatting it once per batch instead of once per
+        # value in psycopg's COPY was ~20% of ingest's client CPU.
+        return utc(moment).isoformat()
 
     def _from_db(self, value: Any) -> datetime:
         moment: datetime = value
