@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,8 +28,9 @@ from consumer.devbroker import start_broker
 from consumer.kafka import OutgoingMessage, Producer, client_config, create_topics, producer_config
 from consumer.model import ErasureRequest, Identity, Regulation
 from consumer.sandbox.acoustic import AcousticSandbox
+from consumer.sandbox.fleet import ACOUSTIC_CLIENT_ID, ACOUSTIC_DATABASE
+from consumer.sandbox.fleet import SECRETS as SANDBOX_SECRETS
 
-ACOUSTIC_DATABASE = 10091
 FAST_VENDOR_SETTINGS: dict[str, Any] = {
     "batch_size": 100,
     "flush_interval_seconds": 0.5,
@@ -96,11 +97,17 @@ def write_config(
     bootstrap: str,
     topics: Topics,
     ledger_url: str,
-    acoustic: AcousticSandbox,
+    acoustic: AcousticSandbox | None = None,
+    vendors: Mapping[str, Any] | None = None,
     http_port: int = 0,
     vendor_overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """A worker config for this stack; secrets come from the environment, as in production."""
+    """A worker config for this stack: the given `vendors:` section (e.g. a sandbox fleet's),
+    or Acoustic alone; secrets come from the environment, as in production."""
+    if vendors is None:
+        if acoustic is None:
+            raise ValueError("pass the vendors section or the Acoustic sandbox")
+        vendors = {"acoustic": _acoustic_section(acoustic, vendor_overrides)}
     config = {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -112,29 +119,30 @@ def write_config(
         },
         "ledger": {"url": ledger_url},
         "http": {"port": http_port},
-        "vendors": {
-            "acoustic": {
-                "base_url": acoustic.base_url,
-                "client_id": "sandbox-client",
-                "client_secret": "${ACOUSTIC_CLIENT_SECRET}",
-                "refresh_token": "${ACOUSTIC_REFRESH_TOKEN}",
-                "database_ids": [ACOUSTIC_DATABASE],
-                "lookup_fields": {"EMAIL": "email"},
-                **FAST_VENDOR_SETTINGS,
-                **(vendor_overrides or {}),
-            }
-        },
+        "vendors": dict(vendors),
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
 
-def worker_environment() -> dict[str, str]:
+def _acoustic_section(
+    acoustic: AcousticSandbox, overrides: Mapping[str, Any] | None
+) -> dict[str, Any]:
     return {
-        **os.environ,
-        "ACOUSTIC_CLIENT_SECRET": "sandbox-secret",
-        "ACOUSTIC_REFRESH_TOKEN": "sandbox-refresh",
+        "base_url": acoustic.base_url,
+        "client_id": ACOUSTIC_CLIENT_ID,
+        "client_secret": "${ACOUSTIC_CLIENT_SECRET}",
+        "refresh_token": "${ACOUSTIC_REFRESH_TOKEN}",
+        "database_ids": [ACOUSTIC_DATABASE],
+        "lookup_fields": {"EMAIL": "email"},
+        **FAST_VENDOR_SETTINGS,
+        **(overrides or {}),
     }
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment a worker of this stack needs: the sandboxes' credentials."""
+    return {**os.environ, **SANDBOX_SECRETS}
 
 
 def start_acoustic_sandbox(job_seconds: float = 0.5) -> AcousticSandbox:
@@ -150,6 +158,7 @@ def start_acoustic_sandbox(job_seconds: float = 0.5) -> AcousticSandbox:
 class SampleSet:
     requests: tuple[ErasureRequest, ...]
     known_emails: frozenset[str]
+    known: frozenset[Identity] = frozenset()  # identifiers the vendors hold (every type)
 
 
 def sample_requests(count: int, known_fraction: float = 0.8, seed: int = 7) -> SampleSet:
@@ -177,6 +186,53 @@ def sample_requests(count: int, known_fraction: float = 0.8, seed: int = 7) -> S
             )
         )
     return SampleSet(tuple(requests), frozenset(known))
+
+
+FLEET_VENDOR_SETTINGS: dict[str, Any] = {
+    "flush_interval_seconds": 2,
+    "first_poll_after_seconds": 1,
+    "poll_interval_seconds": 1,
+    "rate_per_second": 20,
+    "timeout_seconds": 5,
+    "max_attempts": 4,
+}
+"""Every vendor at its production batch size and limits, on a demo's clock."""
+
+
+def fleet_sample_requests(count: int, known_fraction: float = 0.8, seed: int = 7) -> SampleSet:
+    """Subjects for all four vendors: every one has an email (Acoustic), every second a
+    customer key (Voyado), every fourth a customer id (Monetate, Acquia CDP); every tenth
+    request names only Acoustic and Voyado, every 25th names a vendor that is not enabled.
+    A share of the identifiers are held by the vendors."""
+    rng = random.Random(seed)
+    requests: list[ErasureRequest] = []
+    known: set[Identity] = set()
+    for index in range(count):
+        tag = uuid.UUID(int=rng.getrandbits(128)).hex[:8]
+        identities = [Identity("email", f"subject{index}.{tag}@example.com")]
+        if index % 2 == 0:
+            identities.append(Identity("customer_key", f"visitor-{tag}"))
+        if index % 4 == 0:
+            identities.append(Identity("customer_id", f"cust-{index:06d}-{tag}"))
+        known.update(identity for identity in identities if rng.random() < known_fraction)
+        vendors: tuple[str, ...] | None = None
+        if index % 10 == 9:
+            vendors = ("acoustic", "voyado")
+        elif index % 25 == 24:
+            vendors = ("acoustic", "braze")
+        requests.append(
+            ErasureRequest(
+                request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                requested_at=datetime.now(UTC).replace(microsecond=0),
+                regulation=rng.choice(list(Regulation)),
+                identities=tuple(identities),
+                vendors=vendors,
+                source="devstack",
+                trace_id=None,
+            )
+        )
+    emails = frozenset(i.value for i in known if i.type == "email")
+    return SampleSet(tuple(requests), emails, frozenset(known))
 
 
 def malformed_messages() -> list[tuple[bytes | None, bytes]]:
