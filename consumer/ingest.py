@@ -54,6 +54,7 @@ from consumer.work import RecordResult
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+LAG_REPORT_SECONDS: Final = 5.0
 UNDECODABLE: Final = "undecodable"
 INVALID_REQUEST: Final = "invalid_request"
 
@@ -156,6 +157,8 @@ class Ingest:
         self._paused: set[Partition] = set()
         self._assigned: frozenset[Partition] = frozenset()
         self._uncommitted: dict[Partition, int] = {}
+        self._committed: dict[Partition, int] = {}
+        self._lag_report_at = 0.0
         self._commit_retry_at = 0.0
         self._in_group = False
         self._last_poll: float | None = None
@@ -215,6 +218,8 @@ class Ingest:
         once its backoff has passed."""
         if self._uncommitted and time.monotonic() >= self._commit_retry_at:
             self._commit_uncommitted()
+        if time.monotonic() >= self._lag_report_at:
+            self._report_lag()
         if not self._held:
             self._held = [_Entry(message) for message in self._consume(self._tuning.poll_timeout)]
         else:
@@ -394,7 +399,14 @@ class Ingest:
         for partition, position in positions.items():
             if self._uncommitted.get(partition) == position:
                 del self._uncommitted[partition]
-        for partition, lag in self._consumer.lag(positions).items():
+        self._committed.update(positions)
+        self._report_lag()
+
+    def _report_lag(self) -> None:
+        """Lag from our committed positions to the newest high watermarks; also between
+        commits, so a worker stuck after a commit shows its growing lag."""
+        self._lag_report_at = time.monotonic() + LAG_REPORT_SECONDS
+        for partition, lag in self._consumer.lag(self._committed).items():
             CONSUMER_LAG.labels(topic=partition.topic, partition=str(partition.partition)).set(lag)
 
     def _forget(self, partitions: Collection[Partition]) -> None:
@@ -404,6 +416,7 @@ class Ingest:
         another member's to report now."""
         gone = frozenset(partitions)
         for partition in gone:
+            self._committed.pop(partition, None)
             with contextlib.suppress(KeyError):
                 CONSUMER_LAG.remove(partition.topic, str(partition.partition))
         self._held = [entry for entry in self._held if entry.message.source not in gone]

@@ -125,3 +125,15 @@ REQUESTS_OVERDUE = Gauge(
     ["regulation"],
     registry=REGISTRY,
 )
+
+
+def _start_counters_at_zero() -> None:
+    """Counters appear on their first increment otherwise, and alerts built on
+    `increase()` cannot see the first dead letter of a fresh pod."""
+    for outcome in ("accepted", "duplicate", "invalid"):
+        REQUESTS.labels(outcome=outcome)
+    for reason in ("undecodable", "invalid_request"):
+        DLQ_MESSAGES.labels(reason=reason)
+
+
+_start_counters_at_zero()

@@ -346,7 +346,7 @@ class SqlLedger(ABC):
             return []
         ids = (self._array(list(request_status)),)
         items = tx.rows(
-            "SELECT i.request_id, i.vendor, i.status, j.job_id, j.vendor_job_id"
+            "SELECT i.request_id, i.vendor, i.status, j.job_id, j.vendor_job_id, i.detail"
             " FROM items i LEFT JOIN jobs j ON j.job_id = i.job_id"
             f" WHERE i.request_id {self.in_array}",
             ids,

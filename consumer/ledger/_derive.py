@@ -116,8 +116,8 @@ def roll_up(
 ) -> RollUp:
     """Scope statuses and events after a change.
 
-    `items` are (request_id, vendor, status, job_id, vendor_job_id) for every item of the
-    touched requests, `scopes` (request_id, vendor, status) their vendor scopes. Every
+    `items` are (request_id, vendor, status, job_id, vendor_job_id, detail) for every item
+    of the touched requests, `scopes` (request_id, vendor, status) their vendor scopes. Every
     scope is recomputed over all its items and moves only forward (a scope whose items did
     not change recomputes to what it already showed, or to a step it could not take then);
     a request whose vendor scopes are then all terminal gets its terminal event.
@@ -138,7 +138,8 @@ def roll_up(
             jobs = [(row[3], row[4]) for row in rows if row[2] == new and row[3] is not None]
             job_ref = max(jobs)[1] if jobs else None
             out.scope_updates.append((new.value, changed_at, rid, vendor))
-            out.events.append(_event(rid, vendor, new, current, job_ref, None, changed_at))
+            detail = _terminal_detail(rows, new)
+            out.events.append(_event(rid, vendor, new, current, job_ref, detail, changed_at))
             out.statuses.append(new)
     for rid, status in sorted(request_status.items()):
         final = None if status.is_terminal else request_scope_status(vendors[rid])
@@ -147,3 +148,12 @@ def roll_up(
             out.events.append(_event(rid, None, final[0], status, None, final[1], changed_at))
             out.statuses.append(final[0])
     return out
+
+
+def _terminal_detail(rows: Sequence[Row], status: Status) -> str | None:
+    """Why a scope ended as it did (e.g. why it FAILED), from its items' details; open
+    scopes carry none."""
+    if not status.is_terminal:
+        return None
+    details = sorted({row[5] for row in rows if row[2] == status and row[5]})
+    return "; ".join(details) or None

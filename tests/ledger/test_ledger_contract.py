@@ -708,3 +708,17 @@ def test_open_requests_before_cutoffs_per_regulation(ledger: Ledger) -> None:
     cutoffs = {Regulation.GDPR: at(50), Regulation.CCPA: at(1000)}
     assert ledger.open_requests_before(cutoffs) == {Regulation.GDPR: 1, Regulation.CCPA: 0}
     assert ledger.open_requests_before({Regulation.GDPR: at(1000)}) == {Regulation.GDPR: 2}
+
+
+def test_terminal_vendor_events_say_why(ledger: Ledger) -> None:
+    new = new_request("acoustic", per_vendor=2)
+    record(ledger, new)
+    items = claim(ledger, "acoustic")
+    settle(ledger, items[:1], S.FAILED, detail="contact found but not deleted", now=at(1))
+    settle(ledger, items[1:], S.COMPLETED, now=at(2))
+    trail = ledger.trail(new.request.request_id)
+    assert trail is not None
+    failed = [e for e in trail.events if e.vendor == "acoustic" and e.status is S.FAILED]
+    assert [e.detail for e in failed] == ["contact found but not deleted"]
+    (final,) = [e for e in trail.events if e.vendor is None and e.status is S.FAILED]
+    assert final.detail == "failed at: acoustic"
