@@ -33,7 +33,7 @@ test: install system-deps lint
 	$(PY) -m pytest
 
 run: install
-	$(PY) -m consumer.demo
+	$(PY) -m consumer.demo $(ARGS)
 
 bench: install system-deps
 	$(PY) -m bench.ingest
