@@ -177,6 +177,7 @@ class CallCount:
     label: str
     calls: int
     minimum: int
+    faulted: int = 0  # calls the sandbox answered with an injected fault (and were retried)
 
 
 def _summary(
@@ -202,30 +203,35 @@ def _summary(
         print(f"  {label:<24} {value}")
     print("\nvendor calls (identifiers at the vendor; fewest calls its limits allow)")
     for call_count in _call_counts(fleet, items):
-        print(f"  {call_count.label:<44} {call_count.calls:>5}   minimum {call_count.minimum}")
+        faulted = f" (incl. {call_count.faulted} injected fault)" if call_count.faulted else ""
+        label, calls, minimum = call_count.label, call_count.calls, call_count.minimum
+        print(f"  {label:<44} {calls:>5}   minimum {minimum}{faulted}")
     checks = [c for c in fleet.monetate.calls if "/status/" in c.path]
     label = "monetate status checks, most in any 1 s"
     print(f"  {label:<44} {_most_in_one_second(checks):>5}   limit 1")
 
 
 def _call_counts(fleet: SandboxFleet, items: Counter[str]) -> list[CallCount]:
-    def posts(calls: list[Call], test: Callable[[str], bool]) -> int:
-        return sum(1 for call in calls if call.method == "POST" and test(call.path))
+    def posts(calls: list[Call], test: Callable[[str], bool]) -> list[Call]:
+        return [call for call in calls if call.method == "POST" and test(call.path)]
 
+    acoustic = posts(fleet.acoustic.calls, lambda p: p.endswith("/gdpr_erasure"))
+    cdp = posts(fleet.acquia_cdp.calls, lambda p: p.endswith("/dataerasure"))
     return [
         CallCount(
             f"acoustic uploads ({items['acoustic']} ids)",
-            posts(fleet.acoustic.calls, lambda p: p.endswith("/gdpr_erasure")),
+            len(acoustic),
             math.ceil(items["acoustic"] / 5000),
+            sum(1 for call in acoustic if call.fault),
         ),
         CallCount(
             f"voyado remove jobs ({items['voyado']} keys)",
-            posts(fleet.voyado.calls, lambda p: "create-remove-customer-job" in p),
+            len(posts(fleet.voyado.calls, lambda p: "create-remove-customer-job" in p)),
             items["voyado"],
         ),
         CallCount(
             f"monetate uploads ({items['monetate']} ids)",
-            posts(fleet.monetate.calls, lambda p: "/data/" in p),
+            len(posts(fleet.monetate.calls, lambda p: "/data/" in p)),
             math.ceil(items["monetate"] / 500),
         ),
         CallCount(
@@ -235,8 +241,9 @@ def _call_counts(fleet: SandboxFleet, items: Counter[str]) -> list[CallCount]:
         ),
         CallCount(
             f"acquia_cdp erasure calls ({items['acquia_cdp']} ids)",
-            posts(fleet.acquia_cdp.calls, lambda p: p.endswith("/dataerasure")),
+            len(cdp),
             math.ceil(items["acquia_cdp"] / 200),
+            sum(1 for call in cdp if call.fault),
         ),
     ]
 
