@@ -54,6 +54,7 @@ class RateLimiter:
 class Dispatcher:
     def __init__(self, parts: VendorLoopParts) -> None:
         self.vendor = parts.settings.vendor
+        self._log = logging.LoggerAdapter(log, {"vendor": self.vendor})
         self._settings = parts.settings
         self._ledger = parts.ledger
         self._adapter = parts.adapter
@@ -113,20 +114,20 @@ class Dispatcher:
         try:
             result = self._adapter.submit(items)
         except VendorAuthError as error:
-            log.error("%s refused our credentials; items wait: %s", self.vendor, error)
+            self._log.error("%s refused our credentials; items wait: %s", self.vendor, error)
             self._health.mark_down(str(error))
             self._record(Change(released_item_ids=tuple(item.item_id for item in items)))
             return
         except VendorRateLimited as error:
-            log.warning("%s is rate limiting us; the batch waits: %s", self.vendor, error)
+            self._log.warning("%s is rate limiting us; the batch waits: %s", self.vendor, error)
             self._record(self._wait_all(items, error.retry_after))
             return
         except RetryableVendorError as error:
-            log.warning("%s submission failed, will retry: %s", self.vendor, error)
+            self._log.warning("%s submission failed, will retry: %s", self.vendor, error)
             self._record(self._retry_all(items, str(error), error.retry_after))
             return
         except PermanentVendorError as error:
-            log.error("%s rejected a batch of %d: %s", self.vendor, len(items), error)
+            self._log.error("%s rejected a batch of %d: %s", self.vendor, len(items), error)
             self._record(replace(self._fail_all(items, str(error)), sends=self._sends(items)))
             return
         self._health.mark_up()
@@ -210,9 +211,11 @@ class Dispatcher:
             except LedgerUnavailable as error:
                 failures += 1
                 if self._stop.is_set() and failures > 3:
-                    log.error(
+                    self._log.error(
                         "could not record a %s submission before stopping: %s", self.vendor, error
                     )
                     raise
-                log.warning("ledger unavailable recording a %s submission: %s", self.vendor, error)
+                self._log.warning(
+                    "ledger unavailable recording a %s submission: %s", self.vendor, error
+                )
                 self._stop.wait(min(backoff_seconds(failures), 10.0))

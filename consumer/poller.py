@@ -31,6 +31,7 @@ IDLE_WAIT_SECONDS = 1.0
 class Poller:
     def __init__(self, parts: VendorLoopParts) -> None:
         self.vendor = parts.settings.vendor
+        self._log = logging.LoggerAdapter(log, {"vendor": self.vendor})
         self._settings = parts.settings
         self._ledger = parts.ledger
         self._adapter = parts.adapter
@@ -58,12 +59,12 @@ class Poller:
         try:
             result = self._adapter.poll(job)
         except VendorAuthError as error:
-            log.error("%s refused our credentials while polling: %s", self.vendor, error)
+            self._log.error("%s refused our credentials while polling: %s", self.vendor, error)
             self._health.mark_down(str(error))
             return Change(jobs=(self._unchanged(job, self._clock(), PROBE_INTERVAL_SECONDS),))
         except RetryableVendorError as error:
             failures = job.poll_failures + 1
-            log.warning("%s poll failed (%d in a row): %s", self.vendor, failures, error)
+            self._log.warning("%s poll failed (%d in a row): %s", self.vendor, failures, error)
             delay = backoff_seconds(failures, error.retry_after)
             return Change(jobs=(self._unchanged(job, self._clock(), delay, failures, str(error)),))
         except PermanentVendorError as error:
