@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,16 +34,41 @@ EVENT_COLUMNS = (
     "event_id", "request_id", "vendor", "status", "previous_status", "vendor_job_id",
     "changed_at", "detail",
 )
-# uuid4 layout: random bits, version 4, RFC 4122 variant.
-_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
-_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+# uuid4 text: 122 random bits, version nibble 4, RFC 4122 variant (first nibble of the
+# fourth group is 8, 9, a or b: its two low bits stay random, the two high ones are 10).
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+_ID_CHUNK = 256
+
+
+def new_event_ids(count: int) -> list[str]:
+    """`count` ids as str(uuid.uuid4()) makes them (from os.urandom too), with one urandom
+    call for all of them: ingest makes two or more per request, and one at a time (with
+    int arithmetic) cost ~1.5 µs each."""
+    digits = os.urandom(16 * count).hex()
+    variant = _VARIANT
+    return [
+        f"{digits[i:i + 8]}-{digits[i + 8:i + 12]}-4{digits[i + 13:i + 16]}"
+        f"-{variant[digits[i + 16]]}{digits[i + 17:i + 20]}-{digits[i + 20:i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 def new_event_id() -> str:
-    """What str(uuid.uuid4()) returns (from os.urandom too), at a third of the cost: ingest
-    makes four per request and this was a tenth of its time."""
-    digits = f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+    return new_event_ids(1)[0]
+
+
+def _id_stream(chunk: int) -> Iterator[str]:
+    """Fresh ids without end, made `chunk` at a time. One stream per call of the functions
+    below (a generator is not to be shared between threads)."""
+    while True:
+        yield from new_event_ids(chunk)
+
+
+# Status values by member: `member.value` goes through the enum descriptor, ~3x slower.
+_VALUE: dict[Status, str] = {status: status.value for status in Status}
+_QUEUED = Status.QUEUED
+_SKIPPED = Status.SKIPPED
+_RECEIVED = Status.RECEIVED.value
 
 
 def _event(
@@ -72,31 +97,50 @@ class Records:
 
 def plan_records(batch: Sequence[NewRequest], now: datetime, to_db: ToDb) -> Records:
     """The rows that record new requests: RECEIVED, each vendor scope QUEUED or SKIPPED,
-    and the terminal request status right away when no vendor scope is left open."""
+    and the terminal request status right away when no vendor scope is left open.
+
+    Events rows are (event_id, request_id, vendor, status, previous_status, vendor_job_id,
+    changed_at, detail); every event gets a fresh id, which consumers dedupe on. Written for
+    speed (ingest runs it for every request): tuples built inline, names bound locally.
+    """
     at = to_db(now)
-    queued = Status.QUEUED.value
+    queued = _QUEUED.value
+    value = _VALUE
+    next_id = _id_stream(2 * len(batch) + 8).__next__
     out = Records()
+    requests, scope_rows, items, events = out.requests, out.scopes, out.items, out.events
     for new in batch:
         req = new.request
         rid = req.request_id
-        scopes = dict.fromkeys((item.vendor for item in new.items), Status.QUEUED)
-        # A vendor that has items to send is not skipped, whatever ingest says.
-        skipped = {vendor: detail for vendor, detail in new.skipped if vendor not in scopes}
-        scopes.update(dict.fromkeys(skipped, Status.SKIPPED))
-        out.events.append(_event(rid, None, Status.RECEIVED, None, None, None, at))
-        for vendor, status in scopes.items():
-            out.scopes.append((rid, vendor, status.value, at))
-            out.events.append(_event(rid, vendor, status, None, None, skipped.get(vendor), at))
-        out.items.extend(
+        new_items = new.items
+        scopes = dict.fromkeys([item.vendor for item in new_items], _QUEUED)
+        events.append((next_id(), rid, None, _RECEIVED, None, None, at, None))
+        if new.skipped or not scopes:
+            # A vendor that has items to send is not skipped, whatever ingest says.
+            skipped = {vendor: detail for vendor, detail in new.skipped if vendor not in scopes}
+            scopes.update(dict.fromkeys(skipped, _SKIPPED))
+            for vendor, status in scopes.items():
+                scope_rows.append((rid, vendor, value[status], at))
+                events.append(
+                    (next_id(), rid, vendor, value[status], None, None, at, skipped.get(vendor))
+                )
+            final = request_scope_status(scopes)
+        else:  # every scope QUEUED: the request stays open
+            for vendor in scopes:
+                scope_rows.append((rid, vendor, queued, at))
+                events.append((next_id(), rid, vendor, queued, None, None, at, None))
+            final = None
+        items += [
             (rid, i.vendor, i.identity_type, i.identity_value, i.destination, queued, at, at, at)
-            for i in new.items
-        )
-        final = request_scope_status(scopes)
-        status = Status.RECEIVED if final is None else final[0]
-        if final is not None:
-            out.events.append(_event(rid, None, status, Status.RECEIVED, None, final[1], at))
-        out.requests.append((rid, req.regulation.value, to_db(req.requested_at), at,
-                             req.source, req.trace_id, status.value))
+            for i in new_items
+        ]
+        if final is None:
+            request_status = _RECEIVED
+        else:
+            request_status = value[final[0]]
+            events.append((next_id(), rid, None, request_status, _RECEIVED, None, at, final[1]))
+        requests.append((rid, req.regulation._value_, to_db(req.requested_at), at,
+                         req.source, req.trace_id, request_status))
     return out
 
 

@@ -112,7 +112,10 @@ class SqliteLedger(SqlLedger):
                 raise
 
     def _to_db(self, moment: datetime) -> int:
-        return (utc(moment) - _EPOCH) // _MICROSECOND
+        # Aware datetimes subtract exactly whatever their zone; no conversion to UTC first.
+        if moment.tzinfo is None:
+            utc(moment)  # raises: naive times would be read as local time
+        return (moment - _EPOCH) // _MICROSECOND
 
     def _from_db(self, value: Any) -> datetime:
         return _EPOCH + timedelta(microseconds=value)
