@@ -123,6 +123,11 @@ class VendorSettings(_Settings):
         """Seconds after submission when an open item counts as overdue, if the vendor says."""
         return None
 
+    @property
+    def calls_per_poll(self) -> int:
+        """HTTP calls one job poll may make (the poll lease covers them)."""
+        return 1
+
     @model_validator(mode="after")
     def _cap_batch_size(self) -> VendorSettings:
         limit = self.hard_batch_limit
@@ -143,6 +148,9 @@ class VoyadoSettings(VendorSettings):
     first_poll_after_seconds: float = Field(default=86400.0, ge=0)
     poll_interval_seconds: float = Field(default=21600.0, gt=0)
     rate_per_second: float = Field(default=5.0, gt=0)
+
+
+MONETATE_STATUS_CHECKS_PER_POLL = 20
 
 
 class MonetateSettings(VendorSettings):
@@ -170,6 +178,11 @@ class MonetateSettings(VendorSettings):
     @property
     def overdue_after(self) -> float | None:
         return self.overdue_after_seconds
+
+    @property
+    def calls_per_poll(self) -> int:
+        """Monetate answers per customer id: a poll checks a slice of its upload's ids."""
+        return MONETATE_STATUS_CHECKS_PER_POLL
 
 
 class AcquiaCdpSettings(VendorSettings):

@@ -24,7 +24,6 @@ from consumer.work import Change, DueJob, ItemUpdate, JobUpdate
 
 log = logging.getLogger(__name__)
 
-JOBS_PER_CLAIM = 20
 IDLE_WAIT_SECONDS = 1.0
 
 
@@ -41,19 +40,18 @@ class Poller:
         self._stop = parts.stop
 
     def step(self) -> float:
-        """Poll the jobs that are due now; return how long to wait before looking again."""
+        """Poll one job that is due now; return how long to wait before looking again.
+
+        One job per claim, leased for that job's poll only: a worker that dies mid-poll
+        strands one job for one lease, and no claimed job waits behind others' polls."""
         self._health.hold_back_while_down(self._stop)
         now = self._clock()
-        lease = timedelta(seconds=lease_seconds(self._settings) * JOBS_PER_CLAIM)
-        jobs = self._ledger.claim_due_jobs(
-            self.vendor, now, JOBS_PER_CLAIM, self._owner, now + lease
-        )
-        for job in jobs:
-            if self._stop.is_set():
-                self._ledger.apply(Change(jobs=(self._unchanged(job, now, 0.0),)), now)
-                continue
-            self._ledger.apply(self._poll(job), self._clock())
-        return 0.0 if len(jobs) == JOBS_PER_CLAIM else IDLE_WAIT_SECONDS
+        lease = timedelta(seconds=lease_seconds(self._settings, self._settings.calls_per_poll))
+        jobs = self._ledger.claim_due_jobs(self.vendor, now, 1, self._owner, now + lease)
+        if not jobs:
+            return IDLE_WAIT_SECONDS
+        self._ledger.apply(self._poll(jobs[0]), self._clock())
+        return 0.0
 
     def _poll(self, job: DueJob) -> Change:
         try:

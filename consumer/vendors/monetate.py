@@ -36,7 +36,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from consumer.config import MonetateSettings
+from consumer.config import MONETATE_STATUS_CHECKS_PER_POLL, MonetateSettings
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
@@ -52,7 +52,7 @@ from consumer.vendors.http import Clock, Sleep, TokenAuth, VendorHttp
 from consumer.work import DueJob, WorkItem
 
 TOKEN_TTL_SECONDS = 3600
-STATUS_CHECKS_PER_POLL = 20
+STATUS_CHECKS_PER_POLL = MONETATE_STATUS_CHECKS_PER_POLL
 PRIVACY_SCHEMA_TYPE = "customer_data_privacy"
 _OPEN_WORDS = frozenset({"PENDING", "FOUND"})
 _GONE_WORD = "NOT_FOUND"
