@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from consumer.config import KafkaSettings
+from tests import pg
 from tests.kafka_helpers import kafka_bootstrap_servers, kafka_settings
 
 
@@ -25,3 +26,11 @@ def kafka_bootstrap() -> Iterator[str]:
 def kafka(kafka_bootstrap: str) -> KafkaSettings:
     """Settings with this test's own group and (single-partition) topics."""
     return kafka_settings(kafka_bootstrap)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A private PostgreSQL server for the session (see tests/pg.py); tests take a fresh
+    database of it with `pg.fresh_database`."""
+    with pg.postgres_server() as dsn:
+        yield dsn

@@ -14,12 +14,6 @@ from consumer.ledger import Ledger, open_ledger
 from tests import pg
 
 
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    with pg.postgres_server() as dsn:
-        yield dsn
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
