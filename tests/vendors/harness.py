@@ -7,13 +7,16 @@ expected answers. The same contract tests then run every adapter against its san
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from consumer.config import VendorSettings
-from consumer.model import Status
+from consumer.model import Regulation, Status
 from consumer.sandbox.server import Sandbox
 from consumer.vendors.base import VendorAdapter
 from consumer.work import WorkItem
@@ -27,6 +30,31 @@ class RecordedSleeps:
 
     def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+
+
+_item_ids = itertools.count(1)
+
+
+def work_items(
+    vendor: str, identity_type: str, values: Sequence[str], destination: str | None = None
+) -> list[WorkItem]:
+    """Claimed items (unique ids, QUEUED, no attempt yet) for these identifier values."""
+    now = datetime.now(UTC)
+    return [
+        WorkItem(
+            item_id=next(_item_ids),
+            request_id=str(uuid.uuid4()),
+            vendor=vendor,
+            identity_type=identity_type,
+            identity_value=value,
+            destination=destination,
+            regulation=Regulation.GDPR,
+            requested_at=now,
+            attempts=0,
+            status=Status.QUEUED,
+        )
+        for value in values
+    ]
 
 
 @dataclass(frozen=True)

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
 from consumer.config import AcousticSettings, VendorSettings
-from consumer.model import Regulation, Status
+from consumer.model import Status
 from consumer.sandbox.acoustic import AcousticSandbox
 from consumer.sandbox.server import Sandbox
 from consumer.vendors.acoustic import AcousticAdapter
 from consumer.vendors.base import VendorAdapter
 from consumer.vendors.http import VendorHttp
 from consumer.work import WorkItem
-from tests.vendors.harness import Expected, RecordedSleeps
+from tests.vendors.harness import Expected, RecordedSleeps, work_items
 
 DATABASE = 10091
-_item_ids = itertools.count(1)
 
 
 class Harness:
@@ -60,21 +57,7 @@ class Harness:
         _acoustic(sandbox).add_contact(DATABASE, {"EMAIL": value})
 
     def items(self, values: Sequence[str]) -> list[WorkItem]:
-        return [
-            WorkItem(
-                item_id=next(_item_ids),
-                request_id="5b1f0c3e-2a4d-4e6f-8a9b-0c1d2e3f4a5b",
-                vendor="acoustic",
-                identity_type="email",
-                identity_value=value,
-                destination=str(DATABASE),
-                regulation=Regulation.GDPR,
-                requested_at=datetime.now(UTC),
-                attempts=0,
-                status=Status.QUEUED,
-            )
-            for value in values
-        ]
+        return work_items(self.vendor, "email", values, str(DATABASE))
 
     def expire_tokens(self, sandbox: Sandbox) -> None:
         _acoustic(sandbox).expire_tokens()

@@ -6,15 +6,13 @@ time. Logins and logouts share `auth_path`; count logins by `query == "action=lo
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
 from consumer.config import AcquiaCdpSettings, VendorSettings
-from consumer.model import Regulation, Status
+from consumer.model import Status
 from consumer.sandbox.acquia_cdp import (
     DEFAULT_PASSWORD,
     DEFAULT_TENANT_ID,
@@ -26,9 +24,7 @@ from consumer.sandbox.server import Sandbox
 from consumer.vendors.acquia_cdp import AcquiaCdpAdapter
 from consumer.vendors.http import VendorHttp
 from consumer.work import WorkItem
-from tests.vendors.harness import Expected, RecordedSleeps
-
-_item_ids = itertools.count(1)
+from tests.vendors.harness import Expected, RecordedSleeps, work_items
 
 
 def _sandbox(sandbox: Sandbox) -> AcquiaCdpSandbox:
@@ -71,22 +67,7 @@ class Harness:
         _sandbox(sandbox).add_customer(DEFAULT_TENANT_ID, value)
 
     def items(self, values: Sequence[str]) -> list[WorkItem]:
-        now = datetime.now(UTC)
-        return [
-            WorkItem(
-                item_id=next(_item_ids),
-                request_id="3f1f6d2e-8c1b-4b7e-9a52-6f0d2b7c9e41",
-                vendor=self.vendor,
-                identity_type="customer_id",
-                identity_value=value,
-                destination=None,
-                regulation=Regulation.GDPR,
-                requested_at=now,
-                attempts=0,
-                status=Status.QUEUED,
-            )
-            for value in values
-        ]
+        return work_items(self.vendor, "customer_id", values)
 
     def expire_tokens(self, sandbox: Sandbox) -> None:
         _sandbox(sandbox).expire_tokens()

@@ -7,17 +7,15 @@ raised to 200/s, with the adapter pacing at 100/s: pacing waits are real but tin
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
 from consumer.config import MonetateSettings, VendorSettings
-from consumer.model import Regulation, Status
+from consumer.model import Status
 from consumer.sandbox.monetate import (
     DEFAULT_API_USERNAME,
     DEFAULT_MAX_ROWS_PER_CALL,
@@ -30,11 +28,10 @@ from consumer.vendors.base import VendorAdapter
 from consumer.vendors.http import VendorHttp
 from consumer.vendors.monetate import MonetateAdapter
 from consumer.work import WorkItem
-from tests.vendors.harness import Expected, RecordedSleeps
+from tests.vendors.harness import Expected, RecordedSleeps, work_items
 
 DATASET = "erasure_requests"
 ACCOUNT_PATH = f"/api/data/v1/{DEFAULT_SHORTNAME}/production"
-_ids = itertools.count(1)
 
 
 def _monetate(sandbox: Sandbox) -> MonetateSandbox:
@@ -83,22 +80,7 @@ class Harness:
         _monetate(sandbox).add_customer(value)
 
     def items(self, values: Sequence[str]) -> list[WorkItem]:
-        now = datetime.now(UTC)
-        return [
-            WorkItem(
-                item_id=next(_ids),
-                request_id="5b3e6c1a-8f2d-4e7b-9c0a-1d2e3f4a5b6c",
-                vendor=self.vendor,
-                identity_type="customer_id",
-                identity_value=value,
-                destination=None,
-                regulation=Regulation.GDPR,
-                requested_at=now,
-                attempts=0,
-                status=Status.QUEUED,
-            )
-            for value in values
-        ]
+        return work_items(self.vendor, "customer_id", values)
 
     def expire_tokens(self, sandbox: Sandbox) -> None:
         _monetate(sandbox).expire_tokens()

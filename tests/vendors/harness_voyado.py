@@ -7,26 +7,23 @@ Known and unknown customer keys both end COMPLETED: Voyado cannot tell them apar
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
 from consumer.config import VendorSettings, VoyadoSettings
-from consumer.model import Regulation, Status
+from consumer.model import Status
 from consumer.sandbox.server import Sandbox
 from consumer.sandbox.voyado import API_PREFIXES, DEFAULT_API_KEY, VoyadoSandbox
 from consumer.vendors.base import VendorAdapter
 from consumer.vendors.http import VendorHttp
 from consumer.vendors.voyado import VoyadoAdapter
 from consumer.work import WorkItem
-from tests.vendors.harness import Expected, RecordedSleeps
+from tests.vendors.harness import Expected, RecordedSleeps, work_items
 
 _PREFIX = API_PREFIXES["v4"]
-_item_ids = itertools.count(1)
 
 
 class Harness:
@@ -66,21 +63,7 @@ class Harness:
         _voyado(sandbox).add_customer(value)
 
     def items(self, values: Sequence[str]) -> list[WorkItem]:
-        return [
-            WorkItem(
-                item_id=next(_item_ids),
-                request_id="3d3c1f0e-6a0b-4c1e-9a55-7d3a2b1c0f9e",
-                vendor="voyado",
-                identity_type="customer_key",
-                identity_value=value,
-                destination=None,
-                regulation=Regulation.GDPR,
-                requested_at=datetime.now(UTC),
-                attempts=0,
-                status=Status.QUEUED,
-            )
-            for value in values
-        ]
+        return work_items(self.vendor, "customer_key", values)
 
     def expire_tokens(self, sandbox: Sandbox) -> None:
         """A no-op: Voyado authenticates every call with its Api-Key and issues no tokens."""
