@@ -51,6 +51,8 @@ def kafka_bootstrap(log_path: Path | None = None) -> Iterator[str]:
         return
     with start_broker(log_path=log_path) as broker:
         yield broker.bootstrap_servers
+        if not broker.alive():
+            raise RuntimeError("the Kafka-protocol broker died while in use")
 
 
 @dataclass(frozen=True)
@@ -174,18 +176,22 @@ def sample_requests(count: int, known_fraction: float = 0.8, seed: int = 7) -> S
             identities.append(Identity("loyalty_id", f"L{index:06d}"))
         if rng.random() < known_fraction:
             known.add(email)
-        requests.append(
-            ErasureRequest(
-                request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                requested_at=datetime.now(UTC).replace(microsecond=0),
-                regulation=rng.choice(list(Regulation)),
-                identities=tuple(identities),
-                vendors=None,
-                source="devstack",
-                trace_id=None,
-            )
-        )
+        requests.append(_sample_request(rng, identities, vendors=None))
     return SampleSet(tuple(requests), frozenset(known))
+
+
+def _sample_request(
+    rng: random.Random, identities: Sequence[Identity], vendors: tuple[str, ...] | None
+) -> ErasureRequest:
+    return ErasureRequest(
+        request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        requested_at=datetime.now(UTC).replace(microsecond=0),
+        regulation=rng.choice(list(Regulation)),
+        identities=tuple(identities),
+        vendors=vendors,
+        source="devstack",
+        trace_id=None,
+    )
 
 
 FLEET_VENDOR_SETTINGS: dict[str, Any] = {
@@ -220,17 +226,7 @@ def fleet_sample_requests(count: int, known_fraction: float = 0.8, seed: int = 7
             vendors = ("acoustic", "voyado")
         elif index % 25 == 24:
             vendors = ("acoustic", "braze")
-        requests.append(
-            ErasureRequest(
-                request_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                requested_at=datetime.now(UTC).replace(microsecond=0),
-                regulation=rng.choice(list(Regulation)),
-                identities=tuple(identities),
-                vendors=vendors,
-                source="devstack",
-                trace_id=None,
-            )
-        )
+        requests.append(_sample_request(rng, identities, vendors))
     emails = frozenset(i.value for i in known if i.type == "email")
     return SampleSet(tuple(requests), emails, frozenset(known))
 

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from consumer.config import KafkaSettings
+from consumer.devstack import kafka_bootstrap as kafka_bootstrap_servers
 from tests import pg
-from tests.kafka_helpers import kafka_bootstrap_servers, kafka_settings
+from tests.kafka_helpers import kafka_settings
 
 
 @pytest.fixture(scope="session")

@@ -8,41 +8,21 @@ the tests check the worker against the broker itself rather than against its own
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import confluent_kafka
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from consumer import devstack
 from consumer.config import KafkaSettings
-from consumer.devbroker import start_broker
 from consumer.kafka import create_topics
 
 T = TypeVar("T")
 
-BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
-# Tansu holds a group join for ~max(1 s, session.timeout.ms / 2): keep both short (TANSU.md).
-FAST_GROUP_CONFIG: dict[str, str | int | float | bool] = {
-    "session.timeout.ms": 1000,
-    "heartbeat.interval.ms": 100,
-}
-
-
-@contextmanager
-def kafka_bootstrap_servers() -> Iterator[str]:
-    """`$KAFKA_BOOTSTRAP_SERVERS` if set, else a private Tansu broker killed at the end."""
-    existing = os.environ.get(BOOTSTRAP_ENV)
-    if existing:
-        yield existing
-        return
-    with start_broker() as broker:
-        yield broker.bootstrap_servers
-        if not broker.alive():
-            raise RuntimeError("the test broker died during the tests")
+FAST_GROUP_CONFIG: dict[str, str | int | float | bool] = {**devstack.fast_group_config()}
 
 
 def unique_name(prefix: str) -> str:
