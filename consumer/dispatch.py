@@ -114,7 +114,9 @@ class Dispatcher:
         try:
             result = self._adapter.submit(items)
         except VendorAuthError as error:
-            self._log.error("%s refused our credentials; items wait: %s", self.vendor, error)
+            self._log.error(
+                "%s unusable until an operator acts; items wait: %s", self.vendor, error
+            )
             self._health.mark_down(str(error))
             self._record(Change(released_item_ids=tuple(item.item_id for item in items)))
             return

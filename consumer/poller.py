@@ -57,7 +57,7 @@ class Poller:
         try:
             result = self._adapter.poll(job)
         except VendorAuthError as error:
-            self._log.error("%s refused our credentials while polling: %s", self.vendor, error)
+            self._log.error("%s unusable until an operator acts (polling): %s", self.vendor, error)
             self._health.mark_down(str(error))
             return Change(jobs=(self._unchanged(job, self._clock(), PROBE_INTERVAL_SECONDS),))
         except RetryableVendorError as error:
