@@ -23,14 +23,14 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from consumer.config import KafkaSettings
+from consumer.config import ConfigError, KafkaSettings
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("consumer.kafka.librdkafka")
@@ -49,6 +49,25 @@ Config = dict[str, Any]
 DeliveryCallback = Callable[[KafkaError | None, confluent_kafka.Message], None]
 
 _QUEUE_FULL_WAIT: Final = 0.1
+
+
+class KafkaConfigError(ConfigError):
+    """librdkafka refused a property of `kafka.config` (unknown name or bad value)."""
+
+
+T = TypeVar("T")
+
+
+def _build(client: Callable[[Config], T], config: Config) -> T:
+    """Construct a librdkafka client; a property it refuses is the user's configuration
+    mistake, reported as such rather than as a traceback."""
+    try:
+        return client(config)
+    except KafkaException as exception:
+        error = exception.args[0] if exception.args else None
+        if isinstance(error, KafkaError) and error.code() == KafkaError._INVALID_ARG:
+            raise KafkaConfigError(f"kafka.config: {error.str()}") from None
+        raise
 
 
 class KafkaFailure(Exception):
@@ -179,7 +198,7 @@ class Consumer:
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self._fatal: KafkaFailure | None = None
-        self._consumer = confluent_kafka.Consumer({**config, "error_cb": self._on_error})
+        self._consumer = _build(confluent_kafka.Consumer, {**config, "error_cb": self._on_error})
 
     def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
         """Join the group; `listener` hears of assignments from inside `consume`."""
@@ -313,7 +332,7 @@ class Producer:
         self._config: Config = {**config, "error_cb": self._on_error}
         self._factory = factory
         self._fatal = False
-        self._producer = factory(self._config)
+        self._producer = _build(factory, self._config)
 
     def deliver(self, messages: Sequence[OutgoingMessage], timeout: float) -> list[DeliveryOutcome]:
         """Produce `messages` and wait up to `timeout` seconds for their delivery reports.
@@ -400,12 +419,12 @@ class Producer:
         except (KafkaException, RuntimeError) as exception:
             log.info("Purging the failed producer: %s", exception)
         self._fatal = False
-        self._producer = self._factory(self._config)
+        self._producer = _build(self._factory, self._config)
 
 
 def ping(config: Mapping[str, Any], timeout: float) -> None:
     """Raise KafkaFailure unless a broker answers a metadata request within `timeout`."""
-    admin = AdminClient(dict(config))
+    admin = _build(AdminClient, dict(config))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exception:
@@ -416,7 +435,7 @@ def create_topics(
     config: Mapping[str, Any], names: Iterable[str], partitions: int, timeout: float = 10.0
 ) -> None:
     """Create topics (tests, `make run`); ones that already exist are left as they are."""
-    admin = AdminClient(dict(config))
+    admin = _build(AdminClient, dict(config))
     futures = admin.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names],
         operation_timeout=timeout,

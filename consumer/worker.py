@@ -75,8 +75,18 @@ class Worker:
             resources.callback(codec.close)
             ledger = self._open_ledger(resources)
             ledger.migrate()
+            # Kafka clients first: a property librdkafka refuses stops the worker before
+            # any loop has started.
             self._outbox = OutboxPublisher.create(
                 self._settings.kafka, self._open_ledger(resources), codec, owner=self._owner
+            )
+            self._ingest = Ingest.create(
+                self._settings.kafka,
+                ledger,
+                codec,
+                self._settings.vendors.enabled(),
+                clock=self._clock,
+                on_recorded=self._outbox.notify,
             )
             self._start_vendor_loops(resources)
             self._start_gauges(resources)
@@ -86,14 +96,6 @@ class Worker:
             self._outbox.start()
             log.info(
                 "worker %s started; vendors: %s", self._owner, ", ".join(self._health) or "none"
-            )
-            self._ingest = Ingest.create(
-                self._settings.kafka,
-                ledger,
-                codec,
-                self._settings.vendors.enabled(),
-                clock=self._clock,
-                on_recorded=self._outbox.notify,
             )
             try:
                 self._ingest.run()

@@ -198,3 +198,24 @@ def test_cli_needs_a_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "pass --config FILE or set ERASURE_CONFIG" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_kafka_property_librdkafka_refuses_is_a_config_error(
+    tmp_path: Path, command: str
+) -> None:
+    path = write(
+        tmp_path,
+        "kafka: {bootstrap_servers: '127.0.0.1:1', config: {bogus.property: 1}}\n"
+        f"ledger: {{url: 'sqlite:///{tmp_path / 'l.db'}'}}\nhttp: {{port: 0}}\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "consumer", command, "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert 'kafka.config: No such configuration property: "bogus.property"' in result.stderr
+    assert "Traceback" not in result.stderr
