@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 from consumer.codec import Codec
-from consumer.config import Settings, VendorSettings
+from consumer.config import ConfigError, Settings, VendorSettings
 from consumer.dispatch import Dispatcher
 from consumer.gauges import LedgerGauges
 from consumer.httpserver import HttpServer
@@ -88,9 +88,9 @@ class Worker:
                 clock=self._clock,
                 on_recorded=self._outbox.notify,
             )
+            http = self._bind_http()
             self._start_vendor_loops(resources)
             self._start_gauges(resources)
-            http = HttpServer(self._settings.http.port, self.health, self.readiness)
             http.start()
             resources.callback(http.stop)
             self._outbox.start()
@@ -101,6 +101,14 @@ class Worker:
                 self._ingest.run()
             finally:
                 self._shutdown()
+
+    def _bind_http(self) -> HttpServer:
+        port = self._settings.http.port
+        try:
+            return HttpServer(port, self.health, self.readiness)
+        except OSError as error:
+            problem = f"http.port: cannot listen on port {port}: {error.strerror}"
+            raise ConfigError(problem) from None
 
     def stop(self) -> None:
         self._stop.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,24 @@ def test_a_kafka_property_librdkafka_refuses_is_a_config_error(
     assert result.returncode == 2
     assert 'kafka.config: No such configuration property: "bogus.property"' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write(
+            tmp_path,
+            "kafka: {bootstrap_servers: '127.0.0.1:1'}\n"
+            f"ledger: {{url: 'sqlite:///{tmp_path / 'l.db'}'}}\nhttp: {{port: {port}}}\n",
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "consumer", "run", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"http.port: cannot listen on port {port}: Address already in use" in result.stderr
