@@ -55,7 +55,10 @@ def trail_text(trail: RequestTrail) -> str:
     ]
     for vendor in trail.vendors:
         if not vendor.items:
-            lines.append(f"{vendor.vendor:<11} {vendor.status.value:<12}")
+            why = next(
+                (e.detail for e in reversed(trail.events) if e.vendor == vendor.vendor), None
+            )
+            lines.append(f"{vendor.vendor:<11} {vendor.status.value:<12} {'':<77}{why or ''}")
         for item in vendor.items:
             lines.append(
                 f"{vendor.vendor:<11} {vendor.status.value:<12} {item.identity_type:<13} "
