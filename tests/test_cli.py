@@ -13,6 +13,7 @@ import pytest
 from consumer import devstack
 from consumer.devbroker import free_port
 from consumer.sandbox.acoustic import AcousticSandbox
+from consumer.sandbox.fleet import MONETATE_DATASET, SandboxFleet
 
 
 @pytest.fixture
@@ -72,3 +73,29 @@ def test_setup_has_nothing_to_do_for_acoustic(
     result = run_cli("setup", "--config", str(config(tmp_path, kafka_bootstrap, sandbox)))
     assert result.returncode == 0
     assert "nothing to set up for the enabled vendors (acoustic)" in result.stdout
+
+
+def test_setup_then_check_across_all_four_vendors(tmp_path: Path, kafka_bootstrap: str) -> None:
+    with SandboxFleet(monetate_dataset=False) as fleet:
+        path = devstack.write_config(
+            tmp_path / "config.yaml",
+            bootstrap=kafka_bootstrap,
+            topics=devstack.Topics.unique("cli"),
+            ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+            vendors=fleet.vendors_config(),
+        )
+        before = run_cli("check", "--config", str(path))
+        created = run_cli("setup", "--config", str(path))
+        again = run_cli("setup", "--config", str(path))
+        after = run_cli("check", "--config", str(path))
+        assert fleet.acquia_cdp.open_sessions() == 0, "check logs its Acquia session out"
+    assert before.returncode == 1
+    assert f"dataset {MONETATE_DATASET} does not exist: run `erasure-worker setup`" in before.stdout
+    assert (created.returncode, again.returncode) == (0, 0)
+    assert f"dataset {MONETATE_DATASET} created" in created.stdout
+    assert f"dataset {MONETATE_DATASET} already exists" in again.stdout
+    assert after.returncode == 0, after.stdout + after.stderr
+    statuses = {line.split()[0]: line.split()[1] for line in after.stdout.splitlines()}
+    assert statuses == dict.fromkeys(
+        ("config", "kafka", "ledger", "voyado", "monetate", "acquia_cdp", "acoustic"), "ok"
+    )

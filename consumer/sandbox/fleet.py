@@ -33,9 +33,11 @@ SECRETS = {
 
 @dataclass
 class SandboxFleet:
-    """The four sandboxes; `job_seconds` sets how long their jobs take."""
+    """The four sandboxes; `job_seconds` sets how long their jobs take. Monetate's dataset
+    exists from the start unless `monetate_dataset` is False (as before `setup`)."""
 
     job_seconds: float = 1.0
+    monetate_dataset: bool = True
     acoustic: AcousticSandbox = field(init=False)
     voyado: VoyadoSandbox = field(init=False)
     monetate: MonetateSandbox = field(init=False)
@@ -63,7 +65,8 @@ class SandboxFleet:
         for sandbox in self.all.values():
             sandbox.start()
         self.acoustic.add_database(ACOUSTIC_DATABASE, lookup_fields=("EMAIL",))
-        self.monetate.add_dataset(MONETATE_DATASET)
+        if self.monetate_dataset:
+            self.monetate.add_dataset(MONETATE_DATASET)
 
     def stop(self) -> None:
         for sandbox in self.all.values():
