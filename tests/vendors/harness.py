@@ -7,7 +7,9 @@ expected answers. The same contract tests then run every adapter against its san
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import time
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -18,8 +20,8 @@ from typing import Protocol
 from consumer.config import VendorSettings
 from consumer.model import Regulation, Status
 from consumer.sandbox.server import Sandbox
-from consumer.vendors.base import VendorAdapter
-from consumer.work import WorkItem
+from consumer.vendors.base import ItemOutcome, PollResult, VendorAdapter
+from consumer.work import DueJob, WorkItem
 
 
 @dataclass
@@ -55,6 +57,24 @@ def work_items(
         )
         for value in values
     ]
+
+
+def poll_until_closed(adapter: VendorAdapter, job: DueJob, timeout: float = 5.0) -> PollResult:
+    """Poll as the poller does (items the vendor settled leave the job) until the vendor
+    closes the job; the result carries every outcome seen. A deadline, not a fixed wait:
+    the sandboxes' fast clocks run in real time between polls."""
+    deadline = time.monotonic() + timeout
+    settled: dict[int, ItemOutcome] = {}
+    while True:
+        result = adapter.poll(job)
+        settled.update((outcome.item_id, outcome) for outcome in result.outcomes)
+        if result.job_status.is_terminal:
+            return PollResult(result.job_status, tuple(settled.values()), result.detail)
+        job = dataclasses.replace(
+            job, items=tuple(i for i in job.items if i.item_id not in settled)
+        )
+        assert time.monotonic() < deadline, f"job {job.vendor_job_id} did not close in {timeout}s"
+        time.sleep(0.01)
 
 
 @dataclass(frozen=True)

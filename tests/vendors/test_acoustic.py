@@ -7,7 +7,6 @@ sleeping. In-call backoff sleeps are injected and recorded.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from consumer.vendors.base import (
 )
 from consumer.vendors.http import VendorHttp
 from consumer.work import DueJob, WorkItem
+from tests.vendors.harness import poll_until_closed
 
 DB, DB2 = 10091, 20092
 CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN = "worker-client", "cl13nt-s3cret", "r3fresh-t0ken"
@@ -98,13 +98,7 @@ class Rig:
         return job
 
     def poll_until_done(self, job: DueJob, timeout: float = 5.0) -> PollResult:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.adapter.poll(job)
-            if result.job_status.is_terminal:
-                return result
-            assert time.monotonic() < deadline, "job did not finish before the deadline"
-            time.sleep(0.01)
+        return poll_until_closed(self.adapter, job, timeout)
 
 
 def make_rig(sandbox: AcousticSandbox, **overrides: Any) -> Rig:

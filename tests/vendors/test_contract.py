@@ -8,7 +8,6 @@ answers to the statuses of contract §3. Vendor specifics live in `harness_<vend
 from __future__ import annotations
 
 import importlib
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -17,7 +16,6 @@ import pytest
 from consumer.model import Status
 from consumer.sandbox.server import Fault, Sandbox
 from consumer.vendors.base import (
-    PollResult,
     RetryableVendorError,
     SubmitResult,
     VendorAdapter,
@@ -26,7 +24,7 @@ from consumer.vendors.base import (
 )
 from consumer.work import DueJob, WorkItem
 from tests.kafka_helpers import wait_until
-from tests.vendors.harness import RecordedSleeps, VendorHarness
+from tests.vendors.harness import RecordedSleeps, VendorHarness, poll_until_closed
 
 VENDORS = ("acoustic", "voyado", "monetate", "acquia_cdp")
 
@@ -91,15 +89,8 @@ def run_to_terminal(
 
 
 def poll_until_done(adapter: VendorAdapter, job: DueJob, timeout: float) -> dict[int, Status]:
-    deadline = time.monotonic() + timeout
-    settled: dict[int, Status] = {}
-    while time.monotonic() < deadline:
-        result: PollResult = adapter.poll(job)
-        settled.update({o.item_id: o.status for o in result.outcomes})
-        if result.job_status.is_terminal:
-            return settled
-        time.sleep(0.02)  # the sandbox's fast clock advances in real time between polls
-    raise AssertionError(f"job {job.vendor_job_id} did not finish within {timeout}s")
+    closed = poll_until_closed(adapter, job, timeout)
+    return {outcome.item_id: outcome.status for outcome in closed.outcomes}
 
 
 def test_existing_and_unknown_identifiers_reach_the_documented_statuses(

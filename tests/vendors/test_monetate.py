@@ -8,9 +8,7 @@ tests, which drive a fake clock.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -46,7 +44,7 @@ from consumer.vendors.monetate import (
     token_lifetime,
 )
 from consumer.work import DueJob, WorkItem
-from tests.vendors.harness import VendorHarness
+from tests.vendors.harness import VendorHarness, poll_until_closed
 from tests.vendors.harness_monetate import Harness
 
 USER, SHORT, DATASET = "api-123-erasure", "acme", "erasure_requests"
@@ -142,18 +140,7 @@ class Rig:
         return job
 
     def poll_until_done(self, job: DueJob, timeout: float = 5.0) -> PollResult:
-        """Poll like the poller does: settled items leave the job; stop when it closes."""
-        deadline = time.monotonic() + timeout
-        settled: dict[int, ItemOutcome] = {}
-        while True:
-            result = self.adapter.poll(job)
-            settled.update((outcome.item_id, outcome) for outcome in result.outcomes)
-            if result.job_status.is_terminal:
-                return PollResult(result.job_status, tuple(settled.values()), result.detail)
-            open_items = tuple(i for i in job.items if i.item_id not in settled)
-            job = dataclasses.replace(job, items=open_items)
-            assert time.monotonic() < deadline, "job did not finish before the deadline"
-            time.sleep(0.01)
+        return poll_until_closed(self.adapter, job, timeout)
 
 
 def new_sandbox(keys: Keys, *, dataset: bool = True, **options: Any) -> MonetateSandbox:

@@ -9,7 +9,6 @@ harness the shared contract suite will use, so it is exercised here too.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -47,7 +46,7 @@ from consumer.vendors.voyado import (
     status_result,
 )
 from consumer.work import DueJob, WorkItem
-from tests.vendors.harness import RecordedSleeps, VendorHarness
+from tests.vendors.harness import RecordedSleeps, VendorHarness, poll_until_closed
 from tests.vendors.harness_voyado import Harness
 
 HARNESS = Harness()
@@ -98,13 +97,7 @@ class Rig:
         return job
 
     def poll_until_done(self, job: DueJob, timeout: float = 5.0) -> PollResult:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.adapter.poll(job)
-            if result.job_status.is_terminal:
-                return result
-            assert time.monotonic() < deadline, "job did not finish before the deadline"
-            time.sleep(0.005)
+        return poll_until_closed(self.adapter, job, timeout)
 
 
 def make_rig(sandbox: VoyadoSandbox, **overrides: object) -> Rig:
