@@ -9,7 +9,6 @@ on its own thread: the Kafka loop never waits on a vendor.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -19,7 +18,7 @@ from consumer.attempts import backoff_seconds, retry_or_fail, settle
 from consumer.ledger.base import LedgerUnavailable
 from consumer.metrics import VENDOR_BATCH_SIZE, VENDOR_QUOTA_REMAINING
 from consumer.model import Status
-from consumer.vendor_loop import VendorLoopParts, lease_seconds
+from consumer.vendor_loop import VendorLoop, VendorLoopParts, lease_seconds
 from consumer.vendors.base import (
     PermanentVendorError,
     RetryableVendorError,
@@ -28,8 +27,6 @@ from consumer.vendors.base import (
     VendorRateLimited,
 )
 from consumer.work import Change, ItemUpdate, NewJob, VendorSend, WorkItem
-
-log = logging.getLogger(__name__)
 
 IDLE_WAIT_SECONDS = 1.0
 QUOTA_EXHAUSTED_WAIT_SECONDS = 60.0
@@ -51,17 +48,9 @@ class RateLimiter:
         self._next_allowed = start + calls * self._interval
 
 
-class Dispatcher:
+class Dispatcher(VendorLoop):
     def __init__(self, parts: VendorLoopParts) -> None:
-        self.vendor = parts.settings.vendor
-        self._log = logging.LoggerAdapter(log, {"vendor": self.vendor})
-        self._settings = parts.settings
-        self._ledger = parts.ledger
-        self._adapter = parts.adapter
-        self._owner = parts.owner
-        self._clock = parts.clock
-        self._health = parts.health
-        self._stop = parts.stop
+        super().__init__(parts)
         self._limiter = RateLimiter(parts.settings.rate_per_second)
 
     def step(self) -> float:

@@ -7,13 +7,12 @@ the items; a job the vendor reports FAILED sends its items again, attempts permi
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from consumer.attempts import backoff_seconds, retry_or_fail, settle
 from consumer.model import Status
 from consumer.vendor_health import PROBE_INTERVAL_SECONDS
-from consumer.vendor_loop import VendorLoopParts, lease_seconds
+from consumer.vendor_loop import VendorLoop, lease_seconds
 from consumer.vendors.base import (
     PermanentVendorError,
     PollResult,
@@ -22,23 +21,10 @@ from consumer.vendors.base import (
 )
 from consumer.work import Change, DueJob, ItemUpdate, JobUpdate
 
-log = logging.getLogger(__name__)
-
 IDLE_WAIT_SECONDS = 1.0
 
 
-class Poller:
-    def __init__(self, parts: VendorLoopParts) -> None:
-        self.vendor = parts.settings.vendor
-        self._log = logging.LoggerAdapter(log, {"vendor": self.vendor})
-        self._settings = parts.settings
-        self._ledger = parts.ledger
-        self._adapter = parts.adapter
-        self._owner = parts.owner
-        self._clock = parts.clock
-        self._health = parts.health
-        self._stop = parts.stop
-
+class Poller(VendorLoop):
     def step(self) -> float:
         """Poll one job that is due now; return how long to wait before looking again.
 

@@ -7,6 +7,7 @@ health flag and the stop event are shared by both loops of a vendor.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,22 @@ class VendorLoopParts:
     clock: Clock
     health: VendorHealth
     stop: threading.Event
+
+
+class VendorLoop:
+    """What a vendor's dispatch or poll loop holds; its logs carry the vendor as a field."""
+
+    def __init__(self, parts: VendorLoopParts) -> None:
+        self.vendor = parts.settings.vendor
+        logger = logging.getLogger(type(self).__module__)
+        self._log = logging.LoggerAdapter(logger, {"vendor": self.vendor})
+        self._settings = parts.settings
+        self._ledger = parts.ledger
+        self._adapter = parts.adapter
+        self._owner = parts.owner
+        self._clock = parts.clock
+        self._health = parts.health
+        self._stop = parts.stop
 
 
 def lease_seconds(settings: VendorSettings, calls: int = 1) -> float:
