@@ -20,7 +20,7 @@ from typing import Protocol
 from consumer.config import VendorSettings
 from consumer.model import Regulation, Status
 from consumer.sandbox.server import Sandbox
-from consumer.vendors.base import ItemOutcome, PollResult, VendorAdapter
+from consumer.vendors.base import ItemOutcome, PollResult, SubmittedJob, VendorAdapter
 from consumer.work import DueJob, WorkItem
 
 
@@ -57,6 +57,22 @@ def work_items(
         )
         for value in values
     ]
+
+
+_job_ids = itertools.count(1)
+
+
+def due_job(job: SubmittedJob, items: Sequence[WorkItem], job_id: int | None = None) -> DueJob:
+    """The job as the poller would claim it: due now, with these open items."""
+    return DueJob(
+        job_id=next(_job_ids) if job_id is None else job_id,
+        vendor=items[0].vendor,
+        vendor_job_id=job.vendor_job_id,
+        destination=job.destination,
+        submitted_at=datetime.now(UTC),
+        poll_failures=0,
+        items=tuple(items),
+    )
 
 
 def poll_until_closed(adapter: VendorAdapter, job: DueJob, timeout: float = 5.0) -> PollResult:

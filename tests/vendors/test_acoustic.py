@@ -38,6 +38,7 @@ from consumer.vendors.base import (
 )
 from consumer.vendors.http import VendorHttp
 from consumer.work import DueJob, WorkItem
+from tests.vendors.harness import due_job as due
 from tests.vendors.harness import poll_until_closed
 
 DB, DB2 = 10091, 20092
@@ -63,18 +64,6 @@ def item(value: str, identity_type: str = "email", destination: str | None = str
         requested_at=datetime.now(UTC),
         attempts=0,
         status=Status.QUEUED,
-    )
-
-
-def due(job: SubmittedJob, items: Sequence[WorkItem]) -> DueJob:
-    return DueJob(
-        job_id=1,
-        vendor="acoustic",
-        vendor_job_id=job.vendor_job_id,
-        destination=job.destination,
-        submitted_at=datetime.now(UTC),
-        poll_failures=0,
-        items=tuple(items),
     )
 
 

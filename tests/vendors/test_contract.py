@@ -24,7 +24,7 @@ from consumer.vendors.base import (
 )
 from consumer.work import DueJob, WorkItem
 from tests.kafka_helpers import wait_until
-from tests.vendors.harness import RecordedSleeps, VendorHarness, poll_until_closed
+from tests.vendors.harness import RecordedSleeps, VendorHarness, due_job, poll_until_closed
 
 VENDORS = ("acoustic", "voyado", "monetate", "acquia_cdp")
 
@@ -75,15 +75,7 @@ def run_to_terminal(
     statuses = {outcome.item_id: outcome.status for outcome in result.outcomes}
     by_id = {item.item_id: item for item in items}
     for job in result.jobs:
-        due = DueJob(
-            1,
-            items[0].vendor,
-            job.vendor_job_id,
-            job.destination,
-            items[0].requested_at,
-            0,
-            tuple(by_id[i] for i in job.item_ids),
-        )
+        due = due_job(job, [by_id[i] for i in job.item_ids])
         statuses.update(poll_until_done(adapter, due, timeout))
     return statuses
 
@@ -200,15 +192,7 @@ def test_flaky_status_checks_are_retried(
     sandbox.inject(Fault.reset(), path_prefix=harness.poll_path)
     sandbox.inject(Fault.status(503), path_prefix=harness.poll_path)
     job = result.jobs[0]
-    due = DueJob(
-        1,
-        harness.vendor,
-        job.vendor_job_id,
-        job.destination,
-        items[0].requested_at,
-        0,
-        tuple(items),
-    )
+    due = due_job(job, items)
     assert poll_until_done(adapter, due, 10.0) == {items[0].item_id: harness.expected.existing}
 
 

@@ -44,7 +44,7 @@ from consumer.vendors.monetate import (
     token_lifetime,
 )
 from consumer.work import DueJob, WorkItem
-from tests.vendors.harness import VendorHarness, poll_until_closed
+from tests.vendors.harness import VendorHarness, due_job, poll_until_closed
 from tests.vendors.harness_monetate import Harness
 
 USER, SHORT, DATASET = "api-123-erasure", "acme", "erasure_requests"
@@ -53,7 +53,6 @@ DATA = f"{ACCOUNT}/data/{DATASET}/"
 STATUS = f"{ACCOUNT}/customer_data_privacy/status/"
 REFRESH = "/api/auth/v0/refresh/"
 _ids = itertools.count(1)
-_jobs = itertools.count(1)
 
 
 def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
@@ -102,15 +101,8 @@ def item(
 
 
 def due(job: SubmittedJob | str, items: Sequence[WorkItem], job_id: int | None = None) -> DueJob:
-    return DueJob(
-        job_id=next(_jobs) if job_id is None else job_id,
-        vendor="monetate",
-        vendor_job_id=job if isinstance(job, str) else job.vendor_job_id,
-        destination=None,
-        submitted_at=datetime.now(UTC),
-        poll_failures=0,
-        items=tuple(items),
-    )
+    submitted = SubmittedJob(job, None, ()) if isinstance(job, str) else job
+    return due_job(submitted, items, job_id)
 
 
 @dataclass

@@ -8,10 +8,8 @@ harness the shared contract suite will use, so it is exercised here too.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -47,12 +45,12 @@ from consumer.vendors.voyado import (
 )
 from consumer.work import DueJob, WorkItem
 from tests.vendors.harness import RecordedSleeps, VendorHarness, poll_until_closed
+from tests.vendors.harness import due_job as due
 from tests.vendors.harness_voyado import Harness
 
 HARNESS = Harness()
 SUBMIT_PATH = HARNESS.submit_path
 STATUS_PATH = f"{API_PREFIXES['v4']}/job-status"
-_job_ids = itertools.count(1)
 
 
 def calls(operation: str, outcome: str) -> float:
@@ -63,18 +61,6 @@ def calls(operation: str, outcome: str) -> float:
 def item(value: str, **changes: Any) -> WorkItem:
     (built,) = HARNESS.items([value])
     return replace(built, **changes)
-
-
-def due(job: SubmittedJob, items: Sequence[WorkItem]) -> DueJob:
-    return DueJob(
-        job_id=next(_job_ids),
-        vendor="voyado",
-        vendor_job_id=job.vendor_job_id,
-        destination=job.destination,
-        submitted_at=datetime.now(UTC),
-        poll_failures=0,
-        items=tuple(items),
-    )
 
 
 def outcome_map(result: PollResult | SubmitResult) -> dict[int, tuple[Status, str | None]]:
