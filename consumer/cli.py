@@ -24,7 +24,7 @@ from consumer.kafka import KafkaFailure, client_config, ping
 from consumer.ledger import LedgerUnavailable, open_ledger
 from consumer.logs import configure_logging
 from consumer.trail import trail_json, trail_text
-from consumer.vendors import UnsupportedVendor, build_adapter
+from consumer.vendors import build_adapter
 from consumer.vendors.base import VendorError
 from consumer.vendors.monetate import MonetateAdapter
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(_config_path(args))
         return command(settings, args)
-    except (ConfigError, UnsupportedVendor) as error:
+    except ConfigError as error:
         print(f"erasure-worker: {error}", file=sys.stderr)
         return EXIT_USAGE
     except LedgerUnavailable as error:

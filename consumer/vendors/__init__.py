@@ -21,10 +21,6 @@ from consumer.vendors.voyado import VoyadoAdapter
 Sleep = Callable[[float], object]
 
 
-class UnsupportedVendor(Exception):
-    """The configuration enables a vendor this release has no adapter for."""
-
-
 def build_adapter(settings: VendorSettings, sleep: Sleep) -> VendorAdapter:
     """A new adapter (its own HTTP session) for one loop; `sleep` is used for in-call
     retry waits, so passing a stop event's `wait` makes shutdown cut them short."""
@@ -38,4 +34,4 @@ def build_adapter(settings: VendorSettings, sleep: Sleep) -> VendorAdapter:
     if isinstance(settings, AcquiaCdpSettings):
         return AcquiaCdpAdapter(settings, http)
     http.close()
-    raise UnsupportedVendor(f"vendors.{settings.vendor}: this release has no adapter for it")
+    raise TypeError(f"no adapter for {type(settings).__name__}")  # every section has one
