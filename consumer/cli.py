@@ -1,7 +1,9 @@
 """`erasure-worker` commands (contract §5): run, status, setup, check.
 
 User mistakes (a bad config, an unknown request id, an unreachable dependency) end with
-one clear line on stderr and a non-zero exit code, never a traceback.
+one clear line on stderr and a non-zero exit code, never a traceback. Whatever a command
+prints about a dependency goes through `consumer.redaction`: URLs lose their passwords
+(userinfo or query parameter) and error texts their secret-looking values.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from consumer.config import ConfigError, Settings, load_settings
+from consumer.config import ConfigError, MonetateSettings, Settings, load_settings
 from consumer.kafka import KafkaFailure, client_config, ping
 from consumer.ledger import LedgerUnavailable, open_ledger
 from consumer.logs import configure_logging
+from consumer.redaction import redact_text, redact_url
 from consumer.trail import trail_json, trail_text
 from consumer.vendors import build_adapter
 from consumer.vendors.base import VendorError
@@ -32,6 +35,11 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 CHECK_TIMEOUT_SECONDS = 10.0
+# Monetate documents no read of a dataset: only an upload would tell, and check never writes.
+_MONETATE_DATASET_NOTE = (
+    "dataset {dataset} not checked (no documented read-only call can tell; "
+    "`erasure-worker setup` creates it, idempotently)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"erasure-worker: {error}", file=sys.stderr)
         return EXIT_USAGE
     except LedgerUnavailable as error:
-        print(f"erasure-worker: ledger unavailable: {error}", file=sys.stderr)
+        print(f"erasure-worker: ledger unavailable: {redact_text(str(error))}", file=sys.stderr)
         return EXIT_FAILURE
 
 
@@ -105,7 +113,7 @@ def _check_kafka(settings: Settings) -> tuple[str, bool, str]:
     try:
         ping(client_config(settings.kafka), CHECK_TIMEOUT_SECONDS)
     except KafkaFailure as error:
-        return "kafka", False, str(error)
+        return "kafka", False, redact_text(str(error))
     return "kafka", True, settings.kafka.bootstrap_servers
 
 
@@ -114,7 +122,7 @@ def _check_ledger(settings: Settings) -> tuple[str, bool, str]:
     try:
         ledger.ping()
     except LedgerUnavailable as error:
-        return "ledger", False, str(error)
+        return "ledger", False, redact_text(str(error))
     finally:
         ledger.close()
     return "ledger", True, settings.ledger.redacted_url
@@ -125,14 +133,14 @@ def _check_vendor(name: str, settings: Settings) -> tuple[str, bool, str]:
     adapter = build_adapter(vendor_settings, time.sleep)
     try:
         adapter.check()
-        if isinstance(adapter, MonetateAdapter) and not adapter.dataset_exists():
-            dataset = settings.vendors.monetate.dataset if settings.vendors.monetate else "?"
-            return name, False, f"dataset {dataset} does not exist: run `erasure-worker setup`"
     except VendorError as error:
-        return name, False, str(error)
+        return name, False, redact_text(str(error))
     finally:
         adapter.close()
-    return name, True, f"authenticated at {vendor_settings.base_url}"
+    detail = f"authenticated at {redact_url(vendor_settings.base_url)}"
+    if isinstance(vendor_settings, MonetateSettings):
+        detail += f"; {_MONETATE_DATASET_NOTE.format(dataset=vendor_settings.dataset)}"
+    return name, True, detail
 
 
 def serve_sandboxes(args: argparse.Namespace) -> int:

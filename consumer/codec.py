@@ -16,6 +16,12 @@ Exceptions:
 
 Messages of these exceptions name fields, never identity values.
 
+Beyond §3's rules the codec enforces `InputLimits` (a message breaking one is an
+`InvalidRequest` too), and rejects a NUL character in any string a request carries:
+PostgreSQL cannot store one in a text column (§3 dead-letters what the ledger cannot
+store). Lone surrogates need no rule: the Avro body is decoded as strict UTF-8, so encoded
+surrogates already make the message undecodable.
+
 The `uuid` logical type is dropped before parsing: fastavro would turn the string into a
 `uuid.UUID`, losing the request_id exactly as sent (it is the Kafka key and the consumers'
 join key) and turning a malformed id into a decoding error instead of an invalid request.
@@ -31,7 +37,8 @@ import re
 import struct
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from types import ModuleType
@@ -47,6 +54,12 @@ log = logging.getLogger(__name__)
 MAGIC_BYTE: Final = 0
 HEADER_SIZE: Final = 5
 MAX_IDENTITY_LENGTH: Final = 1024
+MAX_MESSAGE_BYTES: Final = 1_000_000
+MAX_IDENTITIES: Final = 100
+MAX_VENDORS: Final = 16
+MAX_VENDOR_NAME_LENGTH: Final = 64
+MAX_IDENTITY_TYPE_LENGTH: Final = 64
+MAX_TEXT_LENGTH: Final = 256
 REQUEST_SCHEMA_FILE: Final = "subject_erasure_requested.avsc"
 STATUS_SCHEMA_FILE: Final = "erasure_status_changed.avsc"
 
@@ -76,6 +89,33 @@ class InvalidRequest(CodecError):
 
 class SchemaUnavailable(CodecError):
     """The schema registry could not be reached or refused us; try again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """The largest request the worker takes; a message over any limit is an InvalidRequest.
+
+    One message must neither cost unbounded work nor break a later stage:
+    `message_bytes` is checked before decoding, so a huge value costs nothing (it is also
+    librdkafka's default `message.max.bytes`); `identities` bounds the fan-out (items are
+    identities x vendors x destinations; one 1.6 MB message once made 500,000 items);
+    `vendors` and `vendor_name_length` bound the SKIPPED scopes a list of unknown names
+    makes: vendor names are a few fixed short words, but every name is stored in the
+    ledger's primary key (PostgreSQL's index takes ~2.7 KB at most) and sent in a status
+    event (a 1 MB name jammed the outbox); `identity_type_length` and `text_length`
+    (`source`, `trace_id`) keep the other stored strings of a request small. Lengths
+    count characters (code points), like §3's 1,024 for identity values.
+    """
+
+    message_bytes: int = MAX_MESSAGE_BYTES
+    identities: int = MAX_IDENTITIES
+    vendors: int = MAX_VENDORS
+    vendor_name_length: int = MAX_VENDOR_NAME_LENGTH
+    identity_type_length: int = MAX_IDENTITY_TYPE_LENGTH
+    text_length: int = MAX_TEXT_LENGTH
+
+
+DEFAULT_LIMITS: Final = InputLimits()
 
 
 def _registry_api() -> ModuleType:
@@ -151,32 +191,70 @@ def _unframe(value: bytes | None) -> tuple[bytes, int]:
     return value, schema_id
 
 
-def _validated_request(record: Mapping[str, Any]) -> ErasureRequest:
-    """Apply contract §3's rules to a decoded record and build the request."""
+def _validated_request(record: Mapping[str, Any], limits: InputLimits) -> ErasureRequest:
+    """Apply contract §3's rules and our `limits` to a decoded record and build the request."""
     request_id: str = record["request_id"]
     if _CANONICAL_UUID.fullmatch(request_id) is None:
         raise InvalidRequest("request_id is not a UUID in canonical 8-4-4-4-12 hex form")
     raw_vendors: list[str] | None = record["vendors"]
-    if raw_vendors is not None and not raw_vendors:
-        raise InvalidRequest("vendors is present but empty (use null for every enabled vendor)")
-    raw_identities: list[dict[str, str]] = record["identities"]
-    if not raw_identities:
-        raise InvalidRequest("identities is empty")
-    identities = []
-    for index, identity in enumerate(raw_identities):
-        value = identity["value"]
-        if _VALID_IDENTITY_VALUE.fullmatch(value) is None:
-            raise InvalidRequest(f"identities[{index}].value {_identity_value_problem(value)}")
-        identities.append(Identity(identity["type"], value))
+    if raw_vendors is not None:
+        _check_vendors(raw_vendors, limits)
+    identities = _validated_identities(record["identities"], limits)
+    for field in ("source", "trace_id"):
+        if record[field] is not None:
+            _check_text(field, record[field], limits.text_length)
     return ErasureRequest(
         request_id=request_id,
         requested_at=record["requested_at"],
         regulation=_REGULATIONS[record["regulation"]],
-        identities=tuple(identities),
+        identities=identities,
         vendors=None if raw_vendors is None else tuple(raw_vendors),
         source=record["source"],
         trace_id=record["trace_id"],
     )
+
+
+def _check_vendors(vendors: Sequence[str], limits: InputLimits) -> None:
+    """A present `vendors` list: not empty (§3), and every name storable even though an
+    unknown name is only SKIPPED: each becomes a vendor scope row and a status event."""
+    if not vendors:
+        raise InvalidRequest("vendors is present but empty (use null for every enabled vendor)")
+    if len(vendors) > limits.vendors:
+        raise InvalidRequest(
+            f"vendors has {len(vendors)} entries, more than the limit of {limits.vendors}"
+        )
+    for index, vendor in enumerate(vendors):
+        _check_text(f"vendors[{index}]", vendor, limits.vendor_name_length)
+
+
+def _validated_identities(
+    raw_identities: Sequence[Mapping[str, str]], limits: InputLimits
+) -> tuple[Identity, ...]:
+    """The identities, counted before they are looked at (the count bounds the fan-out)."""
+    if not raw_identities:
+        raise InvalidRequest("identities is empty")
+    if len(raw_identities) > limits.identities:
+        raise InvalidRequest(
+            f"identities has {len(raw_identities)} entries, "
+            f"more than the limit of {limits.identities}"
+        )
+    identities = []
+    for index, identity in enumerate(raw_identities):
+        _check_text(f"identities[{index}].type", identity["type"], limits.identity_type_length)
+        value = identity["value"]
+        if _VALID_IDENTITY_VALUE.fullmatch(value) is None:
+            raise InvalidRequest(f"identities[{index}].value {_identity_value_problem(value)}")
+        identities.append(Identity(identity["type"], value))
+    return tuple(identities)
+
+
+def _check_text(field: str, text: str, max_length: int) -> None:
+    """Reject a string the ledger cannot store or that is over its limit (names the field,
+    never the text)."""
+    if "\x00" in text:
+        raise InvalidRequest(f"{field} contains a NUL character, which the ledger cannot store")
+    if len(text) > max_length:
+        raise InvalidRequest(f"{field} is longer than {max_length} characters")
 
 
 def _identity_value_problem(value: str) -> str:
@@ -207,13 +285,21 @@ class Codec:
     Safe to share between threads: its caches only ever gain complete entries.
     """
 
-    def __init__(self, registry: Any | None = None, status_subject: str | None = None) -> None:
+    def __init__(
+        self,
+        registry: Any | None = None,
+        status_subject: str | None = None,
+        *,
+        limits: InputLimits = DEFAULT_LIMITS,
+    ) -> None:
         """`registry` (a `confluent_kafka.schema_registry.SchemaRegistryClient`) None means:
         ignore schema ids on read, write status events with id 0. With a registry,
-        `status_subject` is where the status schema is registered."""
+        `status_subject` is where the status schema is registered. `limits` are the largest
+        requests `decode_request` accepts."""
         if registry is not None and status_subject is None:
             raise ValueError("a schema registry needs the status subject to register under")
         self._registry = registry
+        self._limits = limits
         self._status_subject = status_subject
         # schema id -> (parsed writer schema, reader schema or None when they are equal)
         self._writers: dict[int, tuple[Any, Any | None]] = {}
@@ -233,13 +319,18 @@ class Codec:
 
         Raises UndecodableMessage, InvalidRequest or (with a registry) SchemaUnavailable.
         """
+        if value is not None and len(value) > self._limits.message_bytes:
+            raise InvalidRequest(
+                f"message is {len(value):,} bytes, more than the limit of "
+                f"{self._limits.message_bytes:,} bytes"
+            )
         framed, schema_id = _unframe(value)
         if self._registry is None:
             record = _read(framed, REQUEST_SCHEMA, None)
         else:
             writer, reader = self._writers.get(schema_id) or self._fetch_writer(schema_id)
             record = _read(framed, writer, reader)
-        return _validated_request(record)
+        return _validated_request(record, self._limits)
 
     def encode_status_event(self, event: StatusEvent) -> bytes:
         """One framed `erasure.status.changed` value (raises SchemaUnavailable with a registry

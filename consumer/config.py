@@ -2,7 +2,9 @@
 
 Validation happens once, at start-up, so that a typo is a one-line error naming the key
 rather than a failure hours later when the first request for that vendor arrives.
-Secrets are `SecretStr`: they never appear in a repr, a log line or an error message.
+Secrets are `SecretStr`: they never appear in a repr, a log line or an error message. The
+rest of what can carry a credential (URLs, librdkafka properties) is masked in reprs by
+`consumer.redaction`, the one place that knows what a credential looks like.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -28,8 +30,10 @@ from pydantic import (
 )
 
 from consumer.model import Regulation
+from consumer.redaction import redact_properties, redact_url
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 class ConfigError(Exception):
@@ -39,6 +43,18 @@ class ConfigError(Exception):
 class _Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """Reprs end up in logs and tracebacks: every `*url` field loses its credentials and
+        the `config` mapping (librdkafka properties) its secret-looking values. `SecretStr`
+        fields mask themselves."""
+        for name, value in super().__repr_args__():
+            if isinstance(name, str) and name.endswith("url") and isinstance(value, str):
+                yield name, redact_url(value)
+            elif name == "config" and isinstance(value, Mapping):
+                yield name, redact_properties(value)
+            else:
+                yield name, value
+
 
 class KafkaSettings(_Settings):
     bootstrap_servers: str = Field(min_length=1)
@@ -47,12 +63,12 @@ class KafkaSettings(_Settings):
     status_topic: str = Field(default="erasure.status.changed", min_length=1)
     dlq_topic: str = Field(default="subject.erasure.requested.dlq", min_length=1)
     schema_registry_url: str | None = None
-    # Free-form librdkafka properties; they often carry SASL passwords, so never repr them.
-    config: dict[str, str | int | float | bool] = Field(default_factory=dict, repr=False)
+    # Free-form librdkafka properties; they often carry SASL passwords (masked in reprs).
+    config: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
 class LedgerSettings(_Settings):
-    url: str = Field(repr=False)
+    url: str
 
     @field_validator("url")
     @classmethod
@@ -67,14 +83,25 @@ class LedgerSettings(_Settings):
 
     @property
     def redacted_url(self) -> str:
+        """The URL as `check` and error messages show it (no password, in any form)."""
         return redact_url(self.url)
-
-    def __repr__(self) -> str:
-        return f"LedgerSettings(url={self.redacted_url!r})"
 
 
 class HttpSettings(_Settings):
     port: int = Field(default=8000, ge=0, le=65535)
+    # Pods serve their probes on every interface; a host process may keep them on loopback.
+    host: str = "0.0.0.0"  # noqa: S104
+
+    @field_validator("host")
+    @classmethod
+    def _address_or_name(cls, host: str) -> str:
+        if not _HOST_NAME.fullmatch(host):
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                message = "must be an IP address (0.0.0.0, ::, 127.0.0.1) or a host name"
+                raise ValueError(message) from None
+        return host
 
 
 class VendorSettings(_Settings):
@@ -92,6 +119,9 @@ class VendorSettings(_Settings):
     rate_per_second: float = Field(default=1.0, gt=0)
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
+    # A job still open this long after submission is FAILED: a vendor job that never ends
+    # must not keep its request open forever. Generous: Voyado's jobs take 5-6 days.
+    max_job_age_seconds: float = Field(default=30 * 86400.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -127,6 +157,12 @@ class VendorSettings(_Settings):
     def calls_per_poll(self) -> int:
         """HTTP calls one job poll may make (the poll lease covers them)."""
         return 1
+
+    @property
+    def calls_per_submit(self) -> int:
+        """Submission calls one batch may make (the claim's lease covers them): one per
+        destination."""
+        return len(self.destinations)
 
     @model_validator(mode="after")
     def _cap_batch_size(self) -> VendorSettings:
@@ -185,6 +221,10 @@ class MonetateSettings(VendorSettings):
         return MONETATE_STATUS_CHECKS_PER_POLL
 
 
+ACQUIA_MAX_CALLS_PER_SUBMIT = 32
+"""Calls one Acquia CDP batch may make while it bisects a rejected (400) batch."""
+
+
 class AcquiaCdpSettings(VendorSettings):
     vendor: ClassVar[str] = "acquia_cdp"
     hard_batch_limit: ClassVar[int | None] = 200
@@ -206,6 +246,10 @@ class AcquiaCdpSettings(VendorSettings):
     def rolling_quota(self) -> tuple[int, float] | None:
         return self.weekly_quota, 7 * 86400.0
 
+    @property
+    def calls_per_submit(self) -> int:
+        return ACQUIA_MAX_CALLS_PER_SUBMIT
+
 
 class AcousticSettings(VendorSettings):
     vendor: ClassVar[str] = "acoustic"
@@ -219,6 +263,7 @@ class AcousticSettings(VendorSettings):
     batch_size: int = Field(default=5000, ge=1)
     first_poll_after_seconds: float = Field(default=60.0, ge=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
+    max_job_age_seconds: float = Field(default=7 * 86400.0, gt=0)  # jobs take minutes
 
     @field_validator("lookup_fields")
     @classmethod
@@ -304,16 +349,6 @@ def format_validation_error(error: ValidationError) -> str:
         message = "unknown key" if problem["type"] == "extra_forbidden" else problem["msg"]
         lines.append(f"{key}: {message}")
     return "; ".join(lines)
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _expand(node: Any, environ: Mapping[str, str], path: Path, key: tuple[str, ...]) -> Any:

@@ -2,9 +2,12 @@
 what the vendor said.
 
 A batch is sent when it is full (`batch_size`) or when its oldest item has waited
-`flush_interval_seconds`, and calls never exceed `rate_per_second`. Claims are leases, so
-the items of a worker that died mid-call are sent again once the lease expires. This runs
-on its own thread: the Kafka loop never waits on a vendor.
+`flush_interval_seconds`, and calls never exceed `rate_per_second` (every submission call
+an adapter makes goes through the rate limiter, see `Pace`). Claims are leases sized for
+every call a batch may make, so the items of a worker that died mid-call are sent again
+once the lease expires. Whatever a submission raises ends as a recorded, counted attempt:
+the same ids are never resent unrecorded. This runs on its own thread: the Kafka loop
+never waits on a vendor.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from consumer.vendors.base import (
     PermanentVendorError,
     RetryableVendorError,
     SubmitResult,
+    SubmittedJob,
     VendorAuthError,
     VendorRateLimited,
 )
@@ -30,6 +34,9 @@ from consumer.work import Change, ItemUpdate, NewJob, VendorSend, WorkItem
 
 IDLE_WAIT_SECONDS = 1.0
 QUOTA_EXHAUSTED_WAIT_SECONDS = 60.0
+MAX_JOB_ID_CHARS = 200
+"""Longest vendor job id recorded. Ids travel in the ledger and in every status event, so
+an absurd one (a vendor echoing a body) is refused rather than stored."""
 
 
 class RateLimiter:
@@ -66,13 +73,14 @@ class Dispatcher(VendorLoop):
         wait = self._seconds_until_batch_due(now, batch_size)
         if wait > 0:
             return wait
-        lease = lease_seconds(self._settings, calls=len(self._settings.destinations))
+        lease = lease_seconds(
+            self._settings, self._settings.calls_per_submit, 1.0 / self._settings.rate_per_second
+        )
         items = self._ledger.claim_items(
             self.vendor, now, batch_size, self._owner, now + timedelta(seconds=lease)
         )
         if not items:
             return IDLE_WAIT_SECONDS
-        self._limiter.spend(len({item.destination for item in items}))
         self._send(items)
         if self._settings.rolling_quota is not None:
             self._quota_left(self._clock())  # keep the remaining-quota gauge current
@@ -98,33 +106,50 @@ class Dispatcher(VendorLoop):
         due_at = ready.oldest_ready_at + timedelta(seconds=self._settings.flush_interval_seconds)
         return min(max(0.0, (due_at - now).total_seconds()), IDLE_WAIT_SECONDS)
 
+    def _pace(self) -> None:
+        """The adapter's `Pace`: wait for the rate limit, then count one call."""
+        wait = self._limiter.wait_seconds()
+        if wait > 0 and self._stop.wait(wait):
+            raise RetryableVendorError(f"{self.vendor} submit: stopping; call not sent")
+        self._limiter.spend(1)
+
     def _send(self, items: Sequence[WorkItem]) -> None:
+        """Submit and record the outcome; if that record is refused, record a counted
+        retry instead (the vendor may have acted: the ids must not go out unrecorded)."""
         VENDOR_BATCH_SIZE.labels(vendor=self.vendor).observe(len(items))
+        change = self._submit(items)
         try:
-            result = self._adapter.submit(items)
+            self._record(change)
+        except LedgerUnavailable:
+            raise
+        except Exception as error:
+            detail = self._unexpected("submit (recording the answer)", error)
+            self._record(self._retry_all(items, detail, None))
+
+    def _submit(self, items: Sequence[WorkItem]) -> Change:
+        """What the ledger must record of one submission, whatever happened."""
+        try:
+            result = self._adapter.submit(items, self._pace)
         except VendorAuthError as error:
             self._log.error(
                 "%s unusable until an operator acts; items wait: %s", self.vendor, error
             )
             self._health.mark_down(str(error))
-            self._record(Change(released_item_ids=tuple(item.item_id for item in items)))
-            return
+            return Change(released_item_ids=tuple(item.item_id for item in items))
         except VendorRateLimited as error:
             self._log.warning("%s is rate limiting us; the batch waits: %s", self.vendor, error)
-            self._record(self._wait_all(items, error.retry_after))
-            return
+            return self._wait_all(items, error.retry_after)
         except RetryableVendorError as error:
             self._log.warning("%s submission failed, will retry: %s", self.vendor, error)
-            self._record(self._retry_all(items, str(error), error.retry_after))
-            return
+            return self._retry_all(items, str(error), error.retry_after)
         except PermanentVendorError as error:
             self._log.error("%s rejected a batch of %d: %s", self.vendor, len(items), error)
-            self._record(replace(self._fail_all(items, str(error)), sends=self._sends(items)))
-            return
+            return replace(self._fail_all(items, str(error)), sends=self._sends(items))
+        except Exception as error:
+            # Its outcome is unknown, as after a timeout: a counted attempt.
+            return self._retry_all(items, self._unexpected("submit", error), None)
         self._health.mark_up()
-        self._record(
-            replace(self.change_for(items, result, self._clock()), sends=self._sends(items))
-        )
+        return replace(self.change_for(items, result, self._clock()), sends=self._sends(items))
 
     def _sends(self, items: Sequence[WorkItem]) -> tuple[VendorSend, ...]:
         """What the vendor counts against its quota: the distinct identifiers it answered."""
@@ -133,10 +158,12 @@ class Dispatcher(VendorLoop):
         return (VendorSend(self.vendor, len({item.identity_value for item in items})),)
 
     def change_for(self, items: Sequence[WorkItem], result: SubmitResult, now: datetime) -> Change:
-        """Jobs to poll, items settled at once, items to send again; anything the adapter
-        did not mention is released for another try rather than lost."""
+        """Jobs to poll, items settled at once, items to send again (also those of a job
+        whose id cannot be recorded); anything the adapter did not mention is released for
+        another try rather than lost."""
         by_id = {item.item_id: item for item in items}
         first_poll = now + timedelta(seconds=self._settings.first_poll_after_seconds)
+        usable = [job for job in result.jobs if usable_job_id(job.vendor_job_id)]
         jobs = tuple(
             NewJob(
                 self.vendor,
@@ -146,18 +173,32 @@ class Dispatcher(VendorLoop):
                 job.status,
                 first_poll,
             )
-            for job in result.jobs
+            for job in usable
         )
         max_attempts = self._settings.max_attempts
         updates = tuple(
             settle(by_id[outcome.item_id], outcome.status, outcome.detail, now, max_attempts)
             for outcome in result.outcomes
             if outcome.item_id in by_id
-        )
+        ) + self._resend_unusable(result.jobs, by_id, now)
         mentioned = {item_id for job in jobs for item_id in job.item_ids}
         mentioned.update(update.item_id for update in updates)
         unmentioned = tuple(item_id for item_id in by_id if item_id not in mentioned)
         return Change(items=updates, new_jobs=jobs, released_item_ids=unmentioned)
+
+    def _resend_unusable(
+        self, jobs: Sequence[SubmittedJob], by_id: dict[int, WorkItem], now: datetime
+    ) -> tuple[ItemUpdate, ...]:
+        """Counted retries for the items of jobs whose id is unusable: without an id the
+        job cannot be followed, so sending again is the only way on."""
+        detail = f"{self.vendor} submit: the vendor's job id is unusable; sending again"
+        return tuple(
+            retry_or_fail(by_id[item_id], detail, now, self._settings.max_attempts)
+            for job in jobs
+            if not usable_job_id(job.vendor_job_id)
+            for item_id in job.item_ids
+            if item_id in by_id
+        )
 
     def _retry_all(
         self, items: Sequence[WorkItem], detail: str, retry_after: float | None
@@ -197,7 +238,7 @@ class Dispatcher(VendorLoop):
         failures = 0
         while True:
             try:
-                self._ledger.apply(change, self._clock())
+                self._apply(change)
                 return
             except LedgerUnavailable as error:
                 failures += 1
@@ -210,3 +251,9 @@ class Dispatcher(VendorLoop):
                     "ledger unavailable recording a %s submission: %s", self.vendor, error
                 )
                 self._stop.wait(min(backoff_seconds(failures), 10.0))
+
+
+def usable_job_id(vendor_job_id: str) -> bool:
+    """Whether a job id can be recorded, polled and published: printable text (no control
+    characters, no lone surrogates, which UTF-8 cannot encode) of 1 to `MAX_JOB_ID_CHARS`."""
+    return 0 < len(vendor_job_id) <= MAX_JOB_ID_CHARS and vendor_job_id.isprintable()

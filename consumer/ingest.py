@@ -11,6 +11,11 @@ does not answer, the dead-letter topic does not confirm delivery) the loop keeps
 batch, pauses its partitions and keeps polling, so the consumer stays in its group while
 it retries with backoff; it resumes once the batch is in. Nothing is committed meanwhile.
 
+What can never be taken does not hold the batch: a request the ledger refuses to store
+(LedgerRejected) is found by bisecting the batch and dead-lettered as `invalid_request`;
+a dead letter the dead-letter topic refuses for its size is replaced by a pointer (same
+key and headers, no value, `error.value_omitted: true`) naming where the value still is.
+
 Runs on one thread (the main one): rebalance callbacks run inside `consume`, between the
 steps of a batch, never in the middle of one. `stop()` and `state()` may be called from
 any thread.
@@ -27,7 +32,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from consumer.codec import Codec, CodecError, SchemaUnavailable, UndecodableMessage
+from consumer.codec import (
+    Codec,
+    CodecError,
+    InvalidRequest,
+    SchemaUnavailable,
+    UndecodableMessage,
+)
 from consumer.config import KafkaSettings, VendorSettings
 from consumer.fanout import plan_request
 from consumer.kafka import (
@@ -38,9 +49,9 @@ from consumer.kafka import (
     Partition,
     Producer,
     consumer_config,
-    producer_config,
+    dead_letter_producer_config,
 )
-from consumer.ledger.base import Ledger, LedgerUnavailable
+from consumer.ledger.base import Ledger, LedgerRejected, LedgerUnavailable
 from consumer.metrics import (
     CONSUMER_LAG,
     DLQ_MESSAGES,
@@ -49,7 +60,7 @@ from consumer.metrics import (
     REQUESTS,
 )
 from consumer.model import ErasureRequest
-from consumer.work import RecordResult
+from consumer.work import NewRequest, RecordResult
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +68,11 @@ Clock = Callable[[], datetime]
 LAG_REPORT_SECONDS: Final = 5.0
 UNDECODABLE: Final = "undecodable"
 INVALID_REQUEST: Final = "invalid_request"
+LEDGER_REFUSED: Final = (
+    "the request decodes, but the ledger refuses to store it (a value the database cannot"
+    " hold, such as a NUL character or a text too long for an index)"
+)
+VALUE_OMITTED: Final = "error.value_omitted"
 
 
 def utc_now() -> datetime:
@@ -113,11 +129,12 @@ class _DeadLetterFailed(Exception):
 class _Entry:
     """A consumed message and what became of it so far (kept across retries of its batch)."""
 
-    __slots__ = ("dead_lettered", "message", "outcome")
+    __slots__ = ("dead_lettered", "message", "outcome", "recorded")
 
     def __init__(self, message: Message) -> None:
         self.message = message
         self.outcome: ErasureRequest | CodecError | None = None
+        self.recorded = False
         self.dead_lettered = False
 
 
@@ -158,6 +175,7 @@ class Ingest:
         self._assigned: frozenset[Partition] = frozenset()
         self._uncommitted: dict[Partition, int] = {}
         self._committed: dict[Partition, int] = {}
+        self._started: dict[Partition, int] = {}
         self._lag_report_at = 0.0
         self._commit_retry_at = 0.0
         self._in_group = False
@@ -180,7 +198,7 @@ class Ingest:
         """The loop as `kafka` configures it: its consumer group, input and DLQ topics."""
         return cls(
             Consumer(consumer_config(kafka)),
-            Producer(producer_config(kafka)),
+            Producer(dead_letter_producer_config(kafka), role="dlq"),
             ledger,
             codec,
             vendors,
@@ -240,8 +258,12 @@ class Ingest:
     # Rebalance listener: called from inside Consumer.consume.
 
     def on_assign(self, partitions: list[Partition]) -> None:
+        """Own these partitions; their lag series exists from now on (0 until the first
+        fetch tells the real lag), so a worker that never commits still shows its lag."""
         self._assigned = self._assigned | frozenset(partitions)
         self._in_group = True
+        for partition in partitions:
+            CONSUMER_LAG.labels(topic=partition.topic, partition=str(partition.partition)).set(0)
         log.info("Assigned %d partition(s): %s", len(partitions), _names(partitions))
 
     def on_revoke(self, partitions: list[Partition]) -> None:
@@ -260,8 +282,12 @@ class Ingest:
     # The batch.
 
     def _consume(self, timeout: float) -> list[Message]:
+        """A batch; the first offset seen per partition is where this worker started
+        there (the group's committed position), the lag's base until it commits."""
         messages = self._consumer.consume(self._tuning.batch_size, timeout)
         self._last_poll = time.monotonic()
+        for message in messages:
+            self._started.setdefault(message.source, message.offset)
         return messages
 
     def _take_held(self) -> None:
@@ -277,18 +303,20 @@ class Ingest:
         self._resume_all()
 
     def _take(self, entries: list[_Entry]) -> None:
+        """Record the valid requests, dead-letter the rest, commit. Each step skips what an
+        earlier attempt at the same batch already did."""
         started = time.perf_counter()
         self._decode(entries)
-        self._dead_letter(entries)
         result = self._record(entries)
+        if result.accepted and self._on_recorded is not None:
+            self._on_recorded()
+        self._dead_letter(entries)
         for entry in entries:
             position = entry.message.offset + 1
             source = entry.message.source
             self._uncommitted[source] = max(position, self._uncommitted.get(source, 0))
         self._commit_uncommitted()
         INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
-        if result.accepted and self._on_recorded is not None:
-            self._on_recorded()
 
     def _decode(self, entries: list[_Entry]) -> None:
         """Decode what is not decoded yet (SchemaUnavailable leaves the rest for the retry)."""
@@ -302,30 +330,57 @@ class Ingest:
                     entry.outcome = error
 
     def _dead_letter(self, entries: list[_Entry]) -> None:
-        """Send the rejected messages not yet sent and wait until the broker has them."""
+        """Send the rejected messages not yet sent and wait until the broker has them; one
+        refused for its size goes again as a pointer to where its value still is."""
         pending = [e for e in entries if isinstance(e.outcome, CodecError) and not e.dead_lettered]
-        if not pending:
-            return
-        outgoing = [self._dead_letter_message(entry) for entry in pending]
+        failures = self._send_dead_letters(pending, self._dead_letter_message)
+        too_large = [entry for entry, failure in failures if failure.message_refused]
+        if too_large:
+            log.warning(
+                "%d dead letter(s) refused for their size; sending pointers instead",
+                len(too_large),
+            )
+        failures = [(e, f) for e, f in failures if not f.message_refused]
+        failures += self._send_dead_letters(too_large, self._pointer_message)
+        if failures:
+            first = failures[0][1]
+            raise _DeadLetterFailed(f"{len(failures)} dead letter(s) not delivered: {first}")
+
+    def _send_dead_letters(
+        self, entries: list[_Entry], build: Callable[[_Entry], OutgoingMessage]
+    ) -> list[tuple[_Entry, KafkaFailure]]:
+        """Deliver one dead letter per entry, as `build` makes it; mark and count the
+        delivered ones and return the others with why they failed."""
+        if not entries:
+            return []
+        outgoing = [build(entry) for entry in entries]
         outcomes = self._producer.deliver(outgoing, self._tuning.delivery_timeout)
-        failures = [failure for failure in outcomes if failure is not None]
-        for entry, failure in zip(pending, outcomes, strict=True):
+        failures = []
+        for entry, failure in zip(entries, outcomes, strict=True):
             if failure is None:
                 entry.dead_lettered = True
                 self._count_dead_letter(entry)
-        if failures:
-            raise _DeadLetterFailed(f"{len(failures)} dead letter(s) not delivered: {failures[0]}")
+            else:
+                failures.append((entry, failure))
+        return failures
 
     def _dead_letter_message(self, entry: _Entry) -> OutgoingMessage:
+        """The consumed message byte for byte, with the contract's error headers."""
         message = entry.message
-        headers = (
-            ("error.reason", _reason(entry.outcome).encode()),
-            ("error.message", str(entry.outcome).encode()),
-            ("source.topic", message.topic.encode()),
-            ("source.partition", str(message.partition).encode()),
-            ("source.offset", str(message.offset).encode()),
-        )
+        headers = _error_headers(entry, str(entry.outcome))
         return OutgoingMessage(self._dlq_topic, message.key, message.value, headers)
+
+    def _pointer_message(self, entry: _Entry) -> OutgoingMessage:
+        """The dead letter of a message too large for the dead-letter topic: its key and
+        headers, no value, and where the value can still be read (until retention)."""
+        message = entry.message
+        why = (
+            f"{entry.outcome}; the value of {len(message.value or b'')} bytes was too large"
+            f" for the dead-letter topic and is still at"
+            f" {message.topic}/{message.partition}/{message.offset}"
+        )
+        headers = (*_error_headers(entry, why), (VALUE_OMITTED, b"true"))
+        return OutgoingMessage(self._dlq_topic, message.key, None, headers)
 
     def _count_dead_letter(self, entry: _Entry) -> None:
         reason = _reason(entry.outcome)
@@ -342,24 +397,52 @@ class Ingest:
         )
 
     def _record(self, entries: list[_Entry]) -> RecordResult:
-        """Record the batch's valid requests in one ledger transaction."""
-        plans = [
-            plan_request(entry.outcome, self._vendors)
+        """Record the batch's valid requests not recorded yet: in one ledger transaction,
+        unless the ledger refuses some of them (see `_record_isolating`)."""
+        planned = [
+            (entry, plan_request(entry.outcome, self._vendors))
             for entry in entries
-            if isinstance(entry.outcome, ErasureRequest)
+            if isinstance(entry.outcome, ErasureRequest) and not entry.recorded
         ]
-        if not plans:
+        if not planned:
             return RecordResult(accepted=(), duplicates=())
-        result = self._ledger.record_requests(plans, self._clock())
+        result = self._record_isolating(planned, self._clock())
         REQUESTS.labels(outcome="accepted").inc(len(result.accepted))
         REQUESTS.labels(outcome="duplicate").inc(len(result.duplicates))
         if result.duplicates:
             log.info("%d duplicate request(s) not fanned out again", len(result.duplicates))
         return result
 
+    def _record_isolating(
+        self, planned: list[tuple[_Entry, NewRequest]], now: datetime
+    ) -> RecordResult:
+        """Record `planned`; when the ledger refuses the data itself, record each half
+        apart, down to the single requests it refuses, which become invalid requests (to
+        be dead-lettered): one bad row costs about 2·log2(batch) transactions, and never
+        stops the rest. LedgerUnavailable passes through; what was recorded stays marked,
+        so the retry of the batch does not count it as a duplicate."""
+        try:
+            result = self._ledger.record_requests([plan for _, plan in planned], now)
+        except LedgerRejected:
+            if len(planned) == 1:
+                planned[0][0].outcome = InvalidRequest(LEDGER_REFUSED)
+                return RecordResult(accepted=(), duplicates=())
+            middle = len(planned) // 2
+            first = self._record_isolating(planned[:middle], now)
+            second = self._record_isolating(planned[middle:], now)
+            return RecordResult(
+                first.accepted + second.accepted, first.duplicates + second.duplicates
+            )
+        for entry, _plan in planned:
+            entry.recorded = True
+        return result
+
     def _hold(self, error: Exception) -> None:
-        """Keep the batch, pause the partitions and schedule the retry."""
+        """Keep the batch, pause the partitions and schedule the retry; report the lag at
+        once, since a held batch is when it starts to grow."""
         self._failures += 1
+        if self._failures == 1:
+            self._report_lag()
         if isinstance(error, LedgerUnavailable):
             self._ledger_available = False
             LEDGER_ERRORS.labels(loop="ingest").inc()
@@ -403,10 +486,12 @@ class Ingest:
         self._report_lag()
 
     def _report_lag(self) -> None:
-        """Lag from our committed positions to the newest high watermarks; also between
-        commits, so a worker stuck after a commit shows its growing lag."""
+        """Lag from our committed positions (where we started, before our first commit)
+        to the newest high watermarks; also between commits and while a batch is held, so
+        a worker stuck before or after a commit shows its growing lag."""
         self._lag_report_at = time.monotonic() + LAG_REPORT_SECONDS
-        for partition, lag in self._consumer.lag(self._committed).items():
+        positions = {**self._started, **self._committed}
+        for partition, lag in self._consumer.lag(positions).items():
             CONSUMER_LAG.labels(topic=partition.topic, partition=str(partition.partition)).set(lag)
 
     def _forget(self, partitions: Collection[Partition]) -> None:
@@ -417,6 +502,7 @@ class Ingest:
         gone = frozenset(partitions)
         for partition in gone:
             self._committed.pop(partition, None)
+            self._started.pop(partition, None)
             with contextlib.suppress(KeyError):
                 CONSUMER_LAG.remove(partition.topic, str(partition.partition))
         self._held = [entry for entry in self._held if entry.message.source not in gone]
@@ -462,6 +548,19 @@ class Ingest:
 
 def _reason(outcome: ErasureRequest | CodecError | None) -> str:
     return UNDECODABLE if isinstance(outcome, UndecodableMessage) else INVALID_REQUEST
+
+
+def _error_headers(entry: _Entry, error_message: str) -> tuple[tuple[str, bytes], ...]:
+    """The dead-letter headers of contract §1 (`error.message` never carries personal
+    data: codec messages name rules, not values)."""
+    message = entry.message
+    return (
+        ("error.reason", _reason(entry.outcome).encode()),
+        ("error.message", error_message.encode()),
+        ("source.topic", message.topic.encode()),
+        ("source.partition", str(message.partition).encode()),
+        ("source.offset", str(message.offset).encode()),
+    )
 
 
 def _names(partitions: Collection[Partition]) -> str:

@@ -8,12 +8,12 @@ so ingest and the outbox can be read (and faked) without knowing librdkafka:
   only ever committed explicitly (`enable.auto.commit` and `enable.auto.offset.store` are
   forced off, whatever `kafka.config` says), so nothing is committed before the ledger
   has it.
-- `Producer`: `deliver` a batch and learn what became of each message; an idempotent
-  producer that hit a fatal error (Tansu: `UNKNOWN_PRODUCER_ID` after a broker restart)
-  is replaced by a fresh one before the next batch.
+- `Producer`: `deliver` a batch and learn what became of each message; a librdkafka
+  producer that can no longer deliver (a fatal error, or stuck after a broker restart)
+  is replaced by a fresh one at the end of that batch.
 
-Errors surface as `KafkaFailure`, carrying librdkafka's error name and its `retriable`
-and `fatal` flags.
+Errors surface as `KafkaFailure`, carrying librdkafka's error name, its `retriable` and
+`fatal` flags, and whether the message itself is refused (`message_refused`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from consumer.config import ConfigError, KafkaSettings
+from consumer.metrics import PRODUCER_REBUILDS
 
 log = logging.getLogger(__name__)
 _librdkafka_log = logging.getLogger("consumer.kafka.librdkafka")
@@ -49,6 +50,8 @@ Config = dict[str, Any]
 DeliveryCallback = Callable[[KafkaError | None, confluent_kafka.Message], None]
 
 _QUEUE_FULL_WAIT: Final = 0.1
+_RECEIVE_MESSAGE_MAX_BYTES: Final = 100_000_000  # librdkafka's default
+_MESSAGE_MAX_BYTES_CEILING: Final = 1_000_000_000  # the most librdkafka accepts
 
 
 class KafkaConfigError(ConfigError):
@@ -70,6 +73,29 @@ def _build(client: Callable[[Config], T], config: Config) -> T:
         raise
 
 
+MESSAGE_REFUSED: Final = frozenset(
+    {"MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_RECORD"}
+)
+"""Errors about one message itself (librdkafka's own size check and the broker's
+MESSAGE_TOO_LARGE share the name MSG_SIZE_TOO_LARGE): sending it again cannot succeed."""
+
+_PRODUCER_STATE_LOST: Final = frozenset(
+    {
+        "_FATAL",
+        "UNKNOWN_PRODUCER_ID",
+        "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        "INVALID_PRODUCER_EPOCH",
+        "INVALID_PRODUCER_ID_MAPPING",
+        "PRODUCER_FENCED",
+    }
+)
+"""Errors after which an idempotent producer's id, epoch or sequence numbers are worthless:
+the broker forgot or disowns them (a restart without its state, an unclean leader
+election, a truncated log; Tansu after a restart answers PRODUCER_FENCED to each message).
+librdkafka flags only some of them fatal and retries others without end; a fresh producer
+fixes all of them."""
+
+
 class KafkaFailure(Exception):
     """A Kafka operation failed; `code` is librdkafka's error name (e.g. `_TRANSPORT`)."""
 
@@ -79,9 +105,18 @@ class KafkaFailure(Exception):
         self.retriable = retriable
         self.fatal = fatal
 
+    @property
+    def message_refused(self) -> bool:
+        """The producer or the broker refuses this message itself (its size, its form), so
+        a retry of the same bytes fails the same way, unlike a failure of the connection."""
+        return self.code in MESSAGE_REFUSED
+
 
 def _failure(cause: KafkaError | KafkaException, doing: str) -> KafkaFailure:
-    """Map a KafkaError (or a KafkaException, which normally wraps one) to KafkaFailure."""
+    """Map a KafkaError (or a KafkaException, which normally wraps one) to KafkaFailure.
+
+    `_FATAL` counts as fatal even without librdkafka's flag: once a producer is fatally
+    failed, each later message is reported with that code but not flagged."""
     error = cause.args[0] if isinstance(cause, KafkaException) and cause.args else cause
     if not isinstance(error, KafkaError):
         return KafkaFailure(f"{doing} failed: {error}", code="_UNKNOWN")
@@ -89,7 +124,7 @@ def _failure(cause: KafkaError | KafkaException, doing: str) -> KafkaFailure:
         f"{doing} failed: {error.name()}: {error.str()}",
         code=error.name(),
         retriable=error.retriable(),
-        fatal=error.fatal(),
+        fatal=error.fatal() or error.code() == KafkaError._FATAL,
     )
 
 
@@ -191,6 +226,19 @@ def producer_config(settings: KafkaSettings, linger_ms: int = 5) -> Config:
         "enable.idempotence": True,
         "acks": "all",
     }
+
+
+def dead_letter_producer_config(settings: KafkaSettings) -> Config:
+    """The producer config for dead letters, which carry a consumed message whole: one
+    record may be as large as the consumer can fetch (its `receive.message.max.bytes`,
+    which bounds a fetch answer and so the largest record), not just librdkafka's default
+    `message.max.bytes` of 1,000,000. What the broker still refuses is dead-lettered as a
+    pointer (see `consumer.ingest`)."""
+    config = producer_config(settings)
+    fetchable = int(config.get("receive.message.max.bytes", _RECEIVE_MESSAGE_MAX_BYTES))
+    configured = int(config.get("message.max.bytes", 0))
+    config["message.max.bytes"] = min(_MESSAGE_MAX_BYTES_CEILING, max(fetchable, configured))
+    return config
 
 
 class Consumer:
@@ -315,62 +363,34 @@ class _Pending:
 _PENDING: Final = _Pending()
 DeliveryOutcome = KafkaFailure | None
 """None: the broker has the message (acks=all). Otherwise why it was not delivered."""
+Outcomes = list[DeliveryOutcome | _Pending]
+
+_STALLED: Final = frozenset({"_TIMED_OUT", "_QUEUE_FULL"})
+_LIBRDKAFKA_ERRORS: Final = (KafkaException, SystemError, RuntimeError)
+"""What a librdkafka call can raise once the producer failed (flush of a fatally failed
+producer raises SystemError)."""
 
 
-class Producer:
-    """Produces batches and reports each message's fate; replaces itself after a fatal error.
+class _Client:
+    """One librdkafka producer, and the first sign it gave that it cannot deliver any more
+    (`broken`: the kind, "fatal" or "unconfirmed", and what happened). Its callbacks run
+    on the calling thread, inside `poll` and `flush`."""
 
-    One thread only. A fatal error (e.g. the broker forgot our producer id) leaves a
-    librdkafka producer unusable forever; this wrapper notices it (error callback,
-    delivery report or produce exception), fails the messages of that batch and builds a
-    new producer from the same config before the next batch.
-    """
+    def __init__(self, factory: ProducerFactory, config: Config) -> None:
+        self.broken: tuple[str, str] | None = None
+        self.unreported = 0  # produced, delivery report not arrived yet
+        self.producer = _build(factory, {**config, "error_cb": self._on_error})
 
-    def __init__(
-        self, config: Mapping[str, Any], factory: ProducerFactory = confluent_kafka.Producer
-    ) -> None:
-        self._config: Config = {**config, "error_cb": self._on_error}
-        self._factory = factory
-        self._fatal = False
-        self._producer = _build(factory, self._config)
-
-    def deliver(self, messages: Sequence[OutgoingMessage], timeout: float) -> list[DeliveryOutcome]:
-        """Produce `messages` and wait up to `timeout` seconds for their delivery reports.
-
-        Returns one outcome per message, in order; messages not confirmed in time count as
-        failed (they may still arrive: callers must tolerate the duplicates of a retry).
-        """
-        if self._fatal:
-            self._recreate()
-        outcomes: list[DeliveryOutcome | _Pending] = [_PENDING] * len(messages)
-        deadline = time.monotonic() + timeout
-        for index, message in enumerate(messages):
-            on_delivery = functools.partial(self._on_delivery, outcomes, index)
-            outcomes[index] = self._produce(message, on_delivery, deadline)
-        self._producer.flush(max(0.0, deadline - time.monotonic()))
-        return [
-            KafkaFailure("delivery not confirmed in time", code="_TIMED_OUT", retriable=True)
-            if isinstance(outcome, _Pending)
-            else outcome
-            for outcome in outcomes
-        ]
-
-    def close(self, timeout: float) -> int:
-        """Wait up to `timeout` seconds for messages in flight; returns how many were left."""
-        remaining: int = self._producer.flush(timeout)
-        return remaining
-
-    def _produce(
-        self,
-        message: OutgoingMessage,
-        on_delivery: DeliveryCallback,
-        deadline: float,
+    def produce(
+        self, message: OutgoingMessage, outcomes: Outcomes, index: int, deadline: float
     ) -> DeliveryOutcome | _Pending:
-        """Hand one message to librdkafka, waiting for room while its queue is full."""
+        """Hand one message to librdkafka (its report will land in `outcomes[index]`),
+        waiting for room while its queue is full."""
         headers: list[tuple[str, str | bytes | None]] = list(message.headers)
+        on_delivery = functools.partial(self._on_delivery, outcomes, index)
         while True:
             try:
-                self._producer.produce(
+                self.producer.produce(
                     message.topic,
                     value=message.value,
                     key=message.key,
@@ -380,46 +400,147 @@ class Producer:
             except BufferError:
                 if time.monotonic() >= deadline:
                     return KafkaFailure("producer queue full", code="_QUEUE_FULL", retriable=True)
-                self._producer.poll(_QUEUE_FULL_WAIT)
+                self.wait(self.producer.poll, _QUEUE_FULL_WAIT)
                 continue
             except KafkaException as exception:
-                failure = _failure(exception, "produce")
-                self._fatal = self._fatal or failure.fatal
-                return failure
+                return self._note(_failure(exception, "produce"))
+            self.unreported += 1
             return _PENDING
+
+    def wait(self, call: Callable[[float], int], timeout: float) -> None:
+        """`poll` or `flush` for up to `timeout` seconds; an exception out of it means the
+        client is broken."""
+        try:
+            call(timeout)
+        except _LIBRDKAFKA_ERRORS as exception:
+            self.break_down("fatal", f"{type(exception).__name__} from librdkafka: {exception}")
+
+    def discard(self) -> None:
+        """Purge what librdkafka still holds (already reported to the caller as not
+        delivered), so that dropping the client does not wait for a broker."""
+        try:
+            self.producer.purge()
+            self.producer.flush(0)
+        except _LIBRDKAFKA_ERRORS as exception:
+            log.info("Purging the broken producer: %s", exception)
 
     def _on_delivery(
         self,
-        outcomes: list[DeliveryOutcome | _Pending],
+        outcomes: Outcomes,
         index: int,
         error: KafkaError | None,
         _message: confluent_kafka.Message,
     ) -> None:
-        if error is None:
-            outcomes[index] = None
-            return
-        failure = _failure(error, "delivery")
-        self._fatal = self._fatal or failure.fatal
-        outcomes[index] = failure
+        self.unreported -= 1
+        outcomes[index] = None if error is None else self._note(_failure(error, "delivery"))
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
-            self._fatal = True
+            self.break_down("fatal", f"fatal error {error.name()}: {error.str()}")
             log.error("Kafka producer fatal error: %s: %s", error.name(), error.str())
         else:
             log.warning("Kafka producer: %s: %s", error.name(), error.str())
 
-    def _recreate(self) -> None:
-        """Drop the broken producer (its queued messages are purged) and start a new one."""
-        log.warning("Recreating the Kafka producer after a fatal error")
-        broken = self._producer
+    def _note(self, failure: KafkaFailure) -> KafkaFailure:
+        if failure.fatal or failure.code in _PRODUCER_STATE_LOST:
+            self.break_down("fatal", str(failure))
+        return failure
+
+    def break_down(self, kind: str, why: str) -> None:
+        """Note a sign that this client cannot deliver (the first one is kept)."""
+        if self.broken is None:
+            self.broken = (kind, why)
+
+
+class Producer:
+    """Produces batches and reports each message's fate. One thread only.
+
+    The librdkafka producer inside goes through three states:
+
+    - healthy: messages go out and their delivery reports come back;
+    - broken: it gave a sign that it cannot deliver any more: an error callback with the
+      fatal flag; a delivery report or produce() exception that is fatal, `_FATAL` or says
+      the broker lost our producer state (`_PRODUCER_STATE_LOST`); an exception out of
+      `flush` or `poll` (a fatally failed producer's flush raises SystemError); or
+      messages still unconfirmed (or a queue still full) at the batch's deadline: after a
+      broker restart librdkafka can retry UNKNOWN_PRODUCER_ID forever without calling it
+      fatal (measured with Tansu). `rd_kafka_fatal_error` is not exposed by
+      confluent_kafka, but a fatally failed producer fails every produce with `_FATAL`;
+    - rebuilt: before the next batch, its queue is purged and a new producer is built
+      from the same config (counted in `erasure_kafka_producer_rebuilds_total`): healthy.
+
+    Messages of that batch that were not confirmed are reported as not delivered, so the
+    caller sends them again: nothing is lost, and one the old producer got out before it
+    was dropped arrives twice (callers tolerate duplicates). A message refused for
+    itself (`KafkaFailure.message_refused`) fails alone and breaks nothing.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        factory: ProducerFactory = confluent_kafka.Producer,
+        *,
+        role: str = "other",
+    ) -> None:
+        """`role` names this producer in logs and metrics (e.g. "outbox", "dlq")."""
+        self._config: Config = dict(config)
+        self._factory = factory
+        self._role = role
+        self._client = _Client(factory, self._config)
+
+    def deliver(self, messages: Sequence[OutgoingMessage], timeout: float) -> list[DeliveryOutcome]:
+        """Produce `messages` and wait up to `timeout` seconds for their delivery reports.
+
+        Returns one outcome per message, in order; messages not confirmed in time count as
+        failed (they may still arrive: callers must tolerate the duplicates of a retry).
+        """
+        if self._client.broken is not None:
+            self._rebuild(*self._client.broken)
+        client = self._client
+        outcomes: Outcomes = [_PENDING] * len(messages)
+        deadline = time.monotonic() + timeout
+        for index, message in enumerate(messages):
+            outcomes[index] = client.produce(message, outcomes, index, deadline)
+        client.wait(client.producer.flush, max(0.0, deadline - time.monotonic()))
+        results = [
+            KafkaFailure("delivery not confirmed in time", code="_TIMED_OUT", retriable=True)
+            if isinstance(outcome, _Pending)
+            else outcome
+            for outcome in outcomes
+        ]
+        if any(result is not None and result.code in _STALLED for result in results):
+            client.break_down("unconfirmed", "messages still unconfirmed at the deadline")
+        if client.broken is not None:
+            log.warning("The %s Kafka producer cannot deliver: %s", self._role, client.broken[1])
+        return results
+
+    def close(self, timeout: float) -> int:
+        """Wait up to `timeout` seconds for messages in flight; returns how many were left."""
+        self._client.wait(self._client.producer.flush, timeout)
+        return self._client.unreported
+
+    def _rebuild(self, reason: str, why: str) -> None:
+        """Drop the client that cannot deliver and start a new one from the same config."""
+        log.info("Rebuilding the %s Kafka producer (%s: %s)", self._role, reason, why)
+        self._client.discard()
+        self._client = _Client(self._factory, self._config)
+        PRODUCER_REBUILDS.labels(producer=self._role, reason=reason).inc()
+
+
+class BrokerProbe:
+    """Whether a broker answers right now (for /readyz). One client, kept: a new one per
+    probe would connect, and log its connection failures, every time it is asked."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._admin = _build(AdminClient, dict(config))
+
+    def answers(self, timeout: float) -> bool:
+        """True once a broker answered a metadata request within `timeout` seconds."""
         try:
-            broken.purge()
-            broken.flush(0)
-        except (KafkaException, RuntimeError) as exception:
-            log.info("Purging the failed producer: %s", exception)
-        self._fatal = False
-        self._producer = _build(self._factory, self._config)
+            self._admin.list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return True
 
 
 def ping(config: Mapping[str, Any], timeout: float) -> None:

@@ -1,7 +1,10 @@
 """JSON-lines logging to stdout, the shape log collectors on Kubernetes expect.
 
 `request_id` and `vendor` travel as `extra` fields so an operator can follow one request
-across loops; identity values never do (contract §3).
+across loops; identity values never do (contract §3). Secrets never do either: libraries
+that log request URLs are held at WARNING, and every line still passes through
+`redact_text`, so a URL with credentials that slips into a message or a traceback from any
+library is masked rather than shipped to the log collector.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from consumer.redaction import redact_text
+
 _CONTEXT_FIELDS = ("request_id", "vendor")
+# Loggers that write whole request URLs below WARNING: urllib3 (vendor calls; a URL can
+# carry an identifier such as a customerKey) and httpx/httpcore (the schema registry client,
+# whose URL carries its basic-auth credentials: httpx logs every request at INFO).
+_URL_LOGGERS = ("urllib3", "httpx", "httpcore")
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,14 +31,14 @@ class JsonFormatter(logging.Formatter):
             ),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact_text(record.getMessage()),
         }
         for name in _CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -39,5 +48,5 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # urllib3 logs full URLs at DEBUG, and URLs can carry identifiers (e.g. a customerKey).
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -77,10 +77,32 @@ OUTBOX_BACKLOG = Gauge(
     "Status events recorded in the ledger but not yet published.",
     registry=REGISTRY,
 )
+OUTBOX_UNDELIVERABLE = Counter(
+    "erasure_outbox_undeliverable",
+    "Status events given up on because they can never be delivered, by reason (Kafka's"
+    " error, e.g. MSG_SIZE_TOO_LARGE, or unencodable).",
+    ["reason"],
+    registry=REGISTRY,
+)
+PRODUCER_REBUILDS = Counter(
+    "erasure_kafka_producer_rebuilds",
+    "Kafka producers replaced after they stopped delivering, by producer (outbox, dlq) and"
+    " reason (fatal: a fatal error or lost producer state; unconfirmed: a batch unconfirmed"
+    " at its deadline, e.g. while the broker is down).",
+    ["producer", "reason"],
+    registry=REGISTRY,
+)
 LEDGER_ERRORS = Counter(
     "erasure_ledger_unavailable",
     "Times a ledger operation failed because the database was unavailable, by loop.",
     ["loop"],
+    registry=REGISTRY,
+)
+LEASE_LOST = Counter(
+    "erasure_lease_lost",
+    "Items and jobs whose result was not recorded because their lease had passed to another"
+    " replica (a vendor call outlived its lease), by vendor.",
+    ["vendor"],
     registry=REGISTRY,
 )
 INGEST_BATCH_SECONDS = Histogram(
@@ -110,6 +132,12 @@ VENDOR_QUOTA_REMAINING = Gauge(
 OVERDUE_ITEMS = Gauge(
     "erasure_overdue_items",
     "Items still open past the vendor's expected completion time (Monetate: 48 h).",
+    ["vendor"],
+    registry=REGISTRY,
+)
+VENDOR_JOBS_EXPIRED = Counter(
+    "erasure_vendor_jobs_expired",
+    "Vendor jobs FAILED because they were still open max_job_age_seconds after submission.",
     ["vendor"],
     registry=REGISTRY,
 )

@@ -10,6 +10,14 @@ request_id, so each request's events stay in order on their partition. If a batc
 partly confirmed, only the confirmed prefix is marked published: the rest is sent again
 in order, never a later event without an earlier one.
 
+The one exception is an event that can never be delivered: one Kafka refuses for itself
+(too large: `KafkaFailure.message_refused`) or one that cannot be encoded. It is given up
+on where it stands (logged with its reason, counted in
+`erasure_outbox_undeliverable_total`, and taken out of the outbox like a published one;
+the ledger's history keeps it), so it cannot hold back the events behind it. Events are
+small by construction (`detail` is capped where events are built), so this is a last
+line of defence, not a path that is expected to be taken.
+
 Runs on its own thread with its own ledger object. It sleeps on an event that `notify()`
 sets, so a loop that has just recorded events can wake it instead of waiting out a poll
 interval.
@@ -29,18 +37,25 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-from consumer.codec import Codec, SchemaUnavailable
+from consumer.codec import Codec, CodecError, SchemaUnavailable
 from consumer.config import KafkaSettings
 from consumer.ingest import Clock, backoff, utc_now
-from consumer.kafka import OutgoingMessage, Producer, producer_config
+from consumer.kafka import DeliveryOutcome, KafkaFailure, OutgoingMessage, Producer, producer_config
 from consumer.ledger.base import Ledger, LedgerUnavailable
-from consumer.metrics import COMPLETION_SECONDS, LEDGER_ERRORS, OUTBOX_BACKLOG, STATUS_EVENTS
+from consumer.metrics import (
+    COMPLETION_SECONDS,
+    LEDGER_ERRORS,
+    OUTBOX_BACKLOG,
+    OUTBOX_UNDELIVERABLE,
+    STATUS_EVENTS,
+)
 from consumer.model import Status
 from consumer.work import OutboxEvent
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME: Final = "outbox"
+UNENCODABLE: Final = "unencodable"
 
 
 def default_owner() -> str:
@@ -120,7 +135,7 @@ class OutboxPublisher:
         tuning: OutboxTuning | None = None,
     ) -> OutboxPublisher:
         """The publisher as `kafka` configures it (its own idempotent producer)."""
-        producer = Producer(producer_config(kafka))
+        producer = Producer(producer_config(kafka), role="outbox")
         return cls(
             ledger, producer, codec, kafka.status_topic, owner=owner, clock=clock, tuning=tuning
         )
@@ -199,37 +214,68 @@ class OutboxPublisher:
         return delay
 
     def _publish(self, events: Sequence[OutboxEvent]) -> None:
-        """Send a batch, wait for the broker, and mark the confirmed prefix published."""
-        messages = [
-            OutgoingMessage(
-                self._topic,
-                key=e.event.request_id.encode(),
-                value=self._codec.encode_status_event(e.event),
-            )
-            for e in events
-        ]
-        outcomes = self._producer.deliver(messages, self._tuning.delivery_timeout)
-        confirmed = len(list(itertools.takewhile(lambda outcome: outcome is None, outcomes)))
-        if confirmed:
-            self._ledger.mark_published([e.seq for e in events[:confirmed]], self._clock())
-            _count(events[:confirmed])
-        if confirmed < len(events):
-            first_failure = outcomes[confirmed]
+        """Send a batch, wait for the broker, and take the settled prefix out of the
+        outbox: events confirmed, and events that can never be delivered."""
+        encoded = [self._encode(e) for e in events]
+        sendable = [m for m in encoded if isinstance(m, OutgoingMessage)]
+        delivered = iter(self._producer.deliver(sendable, self._tuning.delivery_timeout))
+        outcomes = [next(delivered) if isinstance(m, OutgoingMessage) else m for m in encoded]
+        settled = len(list(itertools.takewhile(_settled, outcomes)))
+        if settled:
+            self._ledger.mark_published([e.seq for e in events[:settled]], self._clock())
+        for outbox_event, outcome in zip(events[:settled], outcomes[:settled], strict=True):
+            if outcome is None:
+                _count(outbox_event)
+            else:
+                _give_up(outbox_event, outcome)
+        if settled < len(events):
             raise PublishFailed(
-                f"{len(events) - confirmed} of {len(events)} event(s) unconfirmed: {first_failure}"
+                f"{len(events) - settled} of {len(events)} event(s) unconfirmed:"
+                f" {outcomes[settled]}"
             )
 
+    def _encode(self, outbox_event: OutboxEvent) -> OutgoingMessage | KafkaFailure:
+        """The event as a message, or why it can never be one (SchemaUnavailable, the
+        registry's trouble, passes through: that one is retried)."""
+        event = outbox_event.event
+        try:
+            value = self._codec.encode_status_event(event)
+        except SchemaUnavailable:
+            raise
+        except (CodecError, ValueError) as error:
+            return KafkaFailure(f"cannot be encoded ({type(error).__name__})", code=UNENCODABLE)
+        return OutgoingMessage(self._topic, key=event.request_id.encode(), value=value)
 
-def _count(published: Sequence[OutboxEvent]) -> None:
-    """Status event counts, and completion times of vendor scopes that finished.
+
+def _settled(outcome: DeliveryOutcome) -> bool:
+    """Done with: delivered, or never deliverable (a retry would fail the same way)."""
+    return outcome is None or outcome.message_refused or outcome.code == UNENCODABLE
+
+
+def _count(published: OutboxEvent) -> None:
+    """The status event count, and the completion time of a vendor scope that finished.
 
     SKIPPED is left out of the completion times: nothing was done, and its vendor may be
     any name a request listed (an unbounded label).
     """
-    for outbox_event in published:
-        event = outbox_event.event
-        STATUS_EVENTS.labels(status=event.status.value).inc()
-        finished = event.status.is_terminal and event.status is not Status.SKIPPED
-        if event.vendor is not None and finished:
-            elapsed = (event.changed_at - outbox_event.requested_at).total_seconds()
-            COMPLETION_SECONDS.labels(vendor=event.vendor).observe(max(0.0, elapsed))
+    event = published.event
+    STATUS_EVENTS.labels(status=event.status.value).inc()
+    finished = event.status.is_terminal and event.status is not Status.SKIPPED
+    if event.vendor is not None and finished:
+        elapsed = (event.changed_at - published.requested_at).total_seconds()
+        COMPLETION_SECONDS.labels(vendor=event.vendor).observe(max(0.0, elapsed))
+
+
+def _give_up(undeliverable: OutboxEvent, failure: KafkaFailure) -> None:
+    """Record why an event left the outbox unpublished: a log line an operator can find
+    it by (ids and status, never personal data) and a count by reason."""
+    event = undeliverable.event
+    OUTBOX_UNDELIVERABLE.labels(reason=failure.code).inc()
+    log.error(
+        "Status event %s (seq %d, request %s, %s) is undeliverable; taken out of the outbox: %s",
+        event.event_id,
+        undeliverable.seq,
+        event.request_id,
+        event.status.value,
+        failure,
+    )

@@ -7,6 +7,7 @@ it in one transaction, deriving scope statuses and status events from it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -112,13 +113,35 @@ class VendorSend:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One unit of work for the ledger: applied atomically, leases released."""
+    """One unit of work for the ledger: applied atomically, leases released.
+
+    `owner` is the lease owner that claimed the rows (the id given to `claim_items` or
+    `claim_due_jobs`). The ledger then touches only rows still leased to it: the items it
+    claimed, and the jobs it claimed with their items. A worker whose call outlived its lease
+    while another replica re-claimed the rows cannot overwrite that replica's newer state;
+    the rows it lost are left alone and counted in `Applied.lease_lost`. `None` skips the
+    check, for changes that follow no claim (tests and tools that set up state).
+    """
 
     items: tuple[ItemUpdate, ...] = ()
     new_jobs: tuple[NewJob, ...] = ()
     jobs: tuple[JobUpdate, ...] = ()
     released_item_ids: tuple[int, ...] = ()
     sends: tuple[VendorSend, ...] = ()
+    owner: str | None = None
+
+
+class Applied(list[Status]):
+    """What `Ledger.apply` did: the new statuses of the scopes that changed, in order (the
+    list itself, so callers that only want those need nothing else), and `lease_lost`: how
+    many of the change's items and jobs were left alone because their lease had passed to
+    another owner (the caller logs and counts them; another worker now answers for them)."""
+
+    __slots__ = ("lease_lost",)
+
+    def __init__(self, statuses: Iterable[Status] = (), lease_lost: int = 0) -> None:
+        super().__init__(statuses)
+        self.lease_lost = lease_lost
 
 
 @dataclass(frozen=True, slots=True)

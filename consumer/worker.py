@@ -27,6 +27,7 @@ from consumer.dispatch import Dispatcher
 from consumer.gauges import LedgerGauges
 from consumer.httpserver import HttpServer
 from consumer.ingest import Ingest
+from consumer.kafka import BrokerProbe, client_config
 from consumer.ledger import Ledger, LedgerUnavailable, open_ledger
 from consumer.loops import Heartbeats, LoopThread
 from consumer.outbox import OutboxPublisher
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 SHUTDOWN_SECONDS = 25.0
 INGEST_STALL_SECONDS = 60.0
+KAFKA_PROBE_SECONDS = 1.0  # with the ledger probe, within the server's 3 s probe bound
 
 
 def utc_now() -> datetime:
@@ -63,6 +65,7 @@ class Worker:
         self._ingest: Ingest | None = None
         self._outbox: OutboxPublisher | None = None
         self._probe_ledger: Ledger | None = None
+        self._kafka_probe: BrokerProbe | None = None
         vendors = settings.vendors.enabled().values()
         self._stale_after = max((lease_seconds(v, len(v.destinations)) for v in vendors), default=0)
         self._stale_after += 60.0
@@ -103,11 +106,11 @@ class Worker:
                 self._shutdown()
 
     def _bind_http(self) -> HttpServer:
-        port = self._settings.http.port
+        host, port = self._settings.http.host, self._settings.http.port
         try:
-            return HttpServer(port, self.health, self.readiness)
+            return HttpServer(port, self.health, self.readiness, host=host)
         except OSError as error:
-            problem = f"http.port: cannot listen on port {port}: {error.strerror}"
+            problem = f"http.port: cannot listen on port {port}: {error.strerror} (host {host})"
             raise ConfigError(problem) from None
 
     def stop(self) -> None:
@@ -129,15 +132,27 @@ class Worker:
         return ok, {"stale_loops": stale, "dead_loops": dead, "ingest_polling": ingest_ok}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready once the ledger answers and the consumer is in its group."""
+        """Ready once Kafka and the ledger answer and the consumer is in its group (the
+        consumer stays "in its group" for a while after the broker went away)."""
         in_group = self._ingest is not None and self._ingest.state().in_group
+        kafka_ok = self._kafka_answers()
         ledger_ok = self._ledger_answers()
         vendors = {name: health.problem or "ok" for name, health in self._health.items()}
-        ok = in_group and ledger_ok and not self._stop.is_set()
-        return ok, {"in_group": in_group, "ledger": ledger_ok, "vendors": vendors}
+        ok = in_group and kafka_ok and ledger_ok and not self._stop.is_set()
+        details = {"in_group": in_group, "kafka": kafka_ok, "ledger": ledger_ok}
+        return ok, {**details, "vendors": vendors}
+
+    def _kafka_answers(self) -> bool:
+        # Like the ledger probe: one readiness call at a time uses this client.
+        if self._kafka_probe is None:
+            self._kafka_probe = BrokerProbe(client_config(self._settings.kafka))
+        return self._kafka_probe.answers(KAFKA_PROBE_SECONDS)
 
     def _ledger_answers(self) -> bool:
-        # Called only from the HTTP server's single thread, which owns this ledger object.
+        """Whether the ledger would take a write within a second (`Ledger.ping`): a SQLite
+        file another process keeps locked still answers reads, yet ingest records nothing."""
+        # The HTTP server runs the readiness probe one call at a time, so this ledger
+        # object is never used by two threads at once.
         if self._probe_ledger is None:
             self._probe_ledger = open_ledger(self._settings.ledger.url)
         try:

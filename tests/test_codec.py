@@ -182,7 +182,9 @@ valid_values = st.text(
 identities = st.builds(
     Identity, st.sampled_from(["email", "customer_id", "customer_key", "phone"]), valid_values
 )
-optional_text = st.none() | st.text(max_size=50)
+# Any character but NUL, which the ledger cannot store (see tests/test_codec_limits.py).
+storable = st.characters(exclude_categories=["Cs"], exclude_characters="\x00")
+optional_text = st.none() | st.text(storable, max_size=50)
 requests = st.builds(
     ErasureRequest,
     request_id=hex_uuids,
@@ -191,7 +193,7 @@ requests = st.builds(
     ),
     regulation=st.sampled_from(Regulation),
     identities=st.lists(identities, min_size=1, max_size=5).map(tuple),
-    vendors=st.none() | st.lists(st.text(max_size=20), min_size=1, max_size=5).map(tuple),
+    vendors=st.none() | st.lists(st.text(storable, max_size=20), min_size=1, max_size=5).map(tuple),
     source=optional_text,
     trace_id=optional_text,
 )

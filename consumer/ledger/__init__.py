@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from consumer.ledger.base import Ledger, LedgerUnavailable
+from consumer.ledger.base import Ledger, LedgerRejected, LedgerUnavailable
 from consumer.ledger.postgres import PostgresLedger
 from consumer.ledger.sqlite import SqliteLedger
 
-__all__ = ["Ledger", "LedgerUnavailable", "open_ledger"]
+__all__ = ["Ledger", "LedgerRejected", "LedgerUnavailable", "open_ledger"]
 
 _SQLITE_PREFIX = "sqlite:///"
 

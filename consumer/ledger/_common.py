@@ -15,7 +15,8 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Protocol
 
@@ -31,6 +32,7 @@ from consumer.ledger._derive import (
 from consumer.ledger.base import LedgerUnavailable
 from consumer.model import TERMINAL_STATUSES, Regulation, Status, StatusEvent
 from consumer.work import (
+    Applied,
     Change,
     DueJob,
     ItemTrail,
@@ -57,9 +59,11 @@ _WORK_ITEM_COLUMNS = (
 # Due, QUEUED and not leased by anyone (the caller included: nobody gets an item twice
 # while it is in flight), longest due first. The literal status and this order match the
 # partial index items_queued, so a claim walks the index instead of sorting the backlog.
+# Due-ness is judged on the caller's clock (it set next_attempt_at), leases on the
+# database's ({now} is `SqlLedger.db_now`).
 _READY_ITEMS = (
     "FROM items i WHERE i.vendor = ? AND i.status = 'QUEUED' AND i.next_attempt_at <= ?"
-    " AND (i.lease_until IS NULL OR i.lease_until <= ?)"
+    " AND (i.lease_until IS NULL OR i.lease_until <= {now})"
     " ORDER BY i.next_attempt_at, i.item_id LIMIT ?"
 )
 _UPDATE_ITEM = (
@@ -72,10 +76,13 @@ _UPDATE_JOB = (
     " lease_owner = NULL, lease_until = NULL WHERE job_id = ?"
 )
 _TRY_LEASE = (
-    "INSERT INTO leases (name, owner, until) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
-    " SET owner = excluded.owner, until = excluded.until"
-    " WHERE leases.owner = excluded.owner OR leases.until <= ? RETURNING owner"
+    "INSERT INTO leases (name, owner, until) VALUES (?, ?, {now} + ?) ON CONFLICT (name)"
+    " DO UPDATE SET owner = excluded.owner, until = excluded.until"
+    " WHERE leases.owner = excluded.owner OR leases.until <= {now} RETURNING owner"
 )
+# Item statuses that can still change, spelt exactly as the partial index items_open says
+# (SQLite uses a partial index only for a query that repeats its condition word for word).
+_OPEN_ITEM = "status IN ('IN_PROGRESS', 'QUEUED', 'SUBMITTED')"
 _CONFLICT_RETRIES = 3
 
 
@@ -94,6 +101,30 @@ class Tx(Protocol):
 
 class Conflict(Exception):
     """A concurrent transaction inserted the same key; retrying will see its rows."""
+
+
+def _item_ids(change: Change) -> set[int]:
+    """Every item a change updates, submits or releases."""
+    ids = {update.item_id for update in change.items}
+    ids.update(item_id for job in change.new_jobs for item_id in job.item_ids)
+    ids.update(change.released_item_ids)
+    return ids
+
+
+def _only(change: Change, items: set[int], jobs: set[int]) -> Change:
+    """`change` narrowed to the given items and jobs. A new job keeps the items still held;
+    one left with none is not recorded (the replica that re-claimed them submits them)."""
+    new_jobs = (
+        replace(job, item_ids=tuple(i for i in job.item_ids if i in items))
+        for job in change.new_jobs
+    )
+    return replace(
+        change,
+        items=tuple(update for update in change.items if update.item_id in items),
+        new_jobs=tuple(job for job in new_jobs if job.item_ids),
+        jobs=tuple(job for job in change.jobs if job.job_id in jobs),
+        released_item_ids=tuple(i for i in change.released_item_ids if i in items),
+    )
 
 
 def utc(moment: datetime) -> datetime:
@@ -119,6 +150,10 @@ class SqlLedger(ABC):
     lock_rows: str = ""
     #: Row locks that let replicas claim different rows; formatted with the table alias.
     skip_locked: str = ""
+    #: The database's current time as the backend stores times. Leases are taken and judged
+    #: on this one clock, so a replica whose own clock runs ahead cannot steal a live lease,
+    #: and one whose clock lags cannot hand out leases that have already run out.
+    db_now: str
 
     @abstractmethod
     def _transaction(self, write: bool) -> AbstractContextManager[Tx]:
@@ -136,6 +171,10 @@ class SqlLedger(ABC):
 
     def _to_db_or_none(self, moment: datetime | None) -> object:
         return None if moment is None else self._to_db(moment)
+
+    @abstractmethod
+    def _to_db_span(self, span: timedelta) -> object:
+        """A duration as a parameter that can be added to `db_now`."""
 
     @abstractmethod
     def _array(self, values: Sequence[object]) -> object:
@@ -179,37 +218,40 @@ class SqlLedger(ABC):
         return {row[0] for row in tx.rows(sql, (self._array(ids),))}
 
     def ready_items(self, vendor: str, now: datetime, limit: int) -> ReadySummary:
-        at = self._to_db(now)
         sql = (
             "SELECT count(*), min(s.next_attempt_at)"
-            f" FROM (SELECT i.next_attempt_at {_READY_ITEMS}) s"
+            f" FROM (SELECT i.next_attempt_at {self._ready_items}) s"
         )
         with self._transaction(write=False) as tx:
-            ((count, oldest),) = tx.rows(sql, (vendor, at, at, limit))
+            ((count, oldest),) = tx.rows(sql, (vendor, self._to_db(now), limit))
         return ReadySummary(count, None if oldest is None else self._from_db(oldest))
+
+    @property
+    def _ready_items(self) -> str:
+        return _READY_ITEMS.format(now=self.db_now)
 
     def claim_items(
         self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
     ) -> list[WorkItem]:
-        at = self._to_db(now)
         sql = (
             f"SELECT {_WORK_ITEM_COLUMNS} FROM requests r JOIN ("
-            f"SELECT i.* {_READY_ITEMS}{self.skip_locked.format('i')}"
+            f"SELECT i.* {self._ready_items}{self.skip_locked.format('i')}"
             ") i ON r.request_id = i.request_id ORDER BY i.next_attempt_at, i.item_id"
         )
         with self._transaction(write=True) as tx:
-            rows = tx.rows(sql, (vendor, at, at, limit))
-            self._lease(tx, "items", "item_id", [row[0] for row in rows], owner, lease_until)
+            rows = tx.rows(sql, (vendor, self._to_db(now), limit))
+            ids = [row[0] for row in rows]
+            self._lease(tx, "items", "item_id", ids, owner, lease_until - now)
         return [self._work_item(row) for row in rows]
 
     def claim_due_jobs(
         self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
     ) -> list[DueJob]:
-        at = self._to_db(now)
         jobs_sql = (
             "SELECT j.job_id, j.vendor, j.vendor_job_id, j.destination, j.submitted_at,"
             " j.poll_failures FROM jobs j WHERE j.vendor = ? AND j.next_poll_at IS NOT NULL"
-            " AND j.next_poll_at <= ? AND (j.lease_until IS NULL OR j.lease_until <= ?)"
+            " AND j.next_poll_at <= ?"
+            f" AND (j.lease_until IS NULL OR j.lease_until <= {self.db_now})"
             f" ORDER BY j.next_poll_at, j.job_id LIMIT ?{self.skip_locked.format('j')}"
         )
         items_sql = (
@@ -220,9 +262,9 @@ class SqlLedger(ABC):
             f" AND i.status NOT IN ({_TERMINAL}, 'QUEUED') ORDER BY i.item_id"
         )
         with self._transaction(write=True) as tx:
-            jobs = tx.rows(jobs_sql, (vendor, at, at, limit))
+            jobs = tx.rows(jobs_sql, (vendor, self._to_db(now), limit))
             job_ids = [row[0] for row in jobs]
-            self._lease(tx, "jobs", "job_id", job_ids, owner, lease_until)
+            self._lease(tx, "jobs", "job_id", job_ids, owner, lease_until - now)
             items = tx.rows(items_sql, (self._array(job_ids),)) if jobs else []
         by_job: defaultdict[int, list[WorkItem]] = defaultdict(list)
         for row in items:
@@ -241,12 +283,15 @@ class SqlLedger(ABC):
         ]
 
     def _lease(
-        self, tx: Tx, table: str, key: str, ids: list[int], owner: str, until: datetime
+        self, tx: Tx, table: str, key: str, ids: list[int], owner: str, span: timedelta
     ) -> None:
+        """Lease rows for `span` from now on the database's clock (the caller says how long,
+        never until when)."""
         if ids:
             tx.rows(
-                f"UPDATE {table} SET lease_owner = ?, lease_until = ? WHERE {key} {self.in_array}",
-                (owner, self._to_db(until), self._array(ids)),
+                f"UPDATE {table} SET lease_owner = ?, lease_until = {self.db_now} + ?"
+                f" WHERE {key} {self.in_array}",
+                (owner, self._to_db_span(span), self._array(ids)),
             )
 
     def _work_item(self, row: Row) -> WorkItem:
@@ -263,39 +308,72 @@ class SqlLedger(ABC):
             status=Status(row[9]),
         )
 
-    def apply(self, change: Change, now: datetime) -> list[Status]:
+    def apply(self, change: Change, now: datetime) -> Applied:
         at = self._to_db(now)
         touched = [update.item_id for update in change.items]
         touched += [item_id for job in change.new_jobs for item_id in job.item_ids]
         with self._transaction(write=True) as tx:
             request_status = self._lock_requests(tx, touched)
-            for job in change.new_jobs:
-                self._insert_job(tx, job, at)
-            tx.many(_UPDATE_ITEM, [self._item_params(update, at) for update in change.items])
-            tx.many(
-                _UPDATE_JOB,
-                [
-                    (
-                        job.status.value,
-                        self._to_db_or_none(job.next_poll_at),
-                        job.poll_failures,
-                        job.detail,
-                        job.job_id,
-                    )
-                    for job in change.jobs
-                ],
-            )
-            tx.many(
-                "INSERT INTO vendor_sends (vendor, sent_at, identifiers) VALUES (?, ?, ?)",
-                [(send.vendor, at, send.identifiers) for send in change.sends],
-            )
-            if change.released_item_ids:
-                tx.rows(
-                    "UPDATE items SET lease_owner = NULL, lease_until = NULL"
-                    f" WHERE item_id {self.in_array}",
-                    (self._array(list(change.released_item_ids)),),
+            held, lost = self._still_leased(tx, change)
+            self._apply_held(tx, held, at)
+            return Applied(self._recordroll_up(tx, request_status, at), lost)
+
+    def _still_leased(self, tx: Tx, change: Change) -> tuple[Change, int]:
+        """The part of `change` whose rows are still leased to its owner (locked until
+        commit, so no claim can take them meanwhile), and how many items and jobs it leaves
+        out. A claimed job is leased to its owner, and so are those of its items that nobody
+        has claimed for a new submission. A lease that ran out but was not re-claimed is
+        still held: nobody else has acted on those rows."""
+        if change.owner is None:
+            return change, 0
+        job_ids = sorted({job.job_id for job in change.jobs})
+        jobs = self._ids(
+            tx,
+            f"SELECT job_id FROM jobs WHERE job_id {self.in_array} AND lease_owner = ?"
+            f" ORDER BY job_id{self.lock_rows}",
+            (self._array(job_ids), change.owner),
+        )
+        item_ids = sorted(_item_ids(change))
+        items = self._ids(
+            tx,
+            f"SELECT item_id FROM items WHERE item_id {self.in_array} AND (lease_owner = ?"
+            f" OR (lease_owner IS NULL AND job_id {self.in_array}))"
+            f" ORDER BY item_id{self.lock_rows}",
+            (self._array(item_ids), change.owner, self._array(sorted(jobs))),
+        )
+        lost = len(job_ids) - len(jobs) + len(item_ids) - len(items)
+        return _only(change, items, jobs), lost
+
+    def _ids(self, tx: Tx, sql: str, params: Sequence[object]) -> set[int]:
+        return {row[0] for row in tx.rows(sql, params)}
+
+    def _apply_held(self, tx: Tx, change: Change, at: object) -> None:
+        for job in change.new_jobs:
+            self._insert_job(tx, job, at)
+        tx.many(_UPDATE_ITEM, [self._item_params(update, at) for update in change.items])
+        tx.many(
+            _UPDATE_JOB,
+            [
+                (
+                    job.status.value,
+                    self._to_db_or_none(job.next_poll_at),
+                    job.poll_failures,
+                    job.detail,
+                    job.job_id,
                 )
-            return self._recordroll_up(tx, request_status, at)
+                for job in change.jobs
+            ],
+        )
+        tx.many(
+            "INSERT INTO vendor_sends (vendor, sent_at, identifiers) VALUES (?, ?, ?)",
+            [(send.vendor, at, send.identifiers) for send in change.sends],
+        )
+        if change.released_item_ids:
+            tx.rows(
+                "UPDATE items SET lease_owner = NULL, lease_until = NULL"
+                f" WHERE item_id {self.in_array}",
+                (self._array(list(change.released_item_ids)),),
+            )
 
     def _lock_requests(self, tx: Tx, item_ids: list[int]) -> dict[str, Status]:
         """Lock the requests of the touched items, in key order, so that concurrent changes
@@ -401,8 +479,9 @@ class SqlLedger(ABC):
             )
 
     def try_lease(self, name: str, owner: str, now: datetime, until: datetime) -> bool:
+        sql = _TRY_LEASE.format(now=self.db_now)
         with self._transaction(write=True) as tx:
-            rows = tx.rows(_TRY_LEASE, (name, owner, self._to_db(until), self._to_db(now)))
+            rows = tx.rows(sql, (name, owner, self._to_db_span(until - now)))
         return bool(rows)
 
     def trail(self, request_id: str) -> RequestTrail | None:
@@ -446,9 +525,12 @@ class SqlLedger(ABC):
             tuple(self._status_event(row) for row in events),
         )
 
-    def item_counts(self) -> dict[tuple[str, Status], int]:
+    def item_counts(self, open_only: bool = False) -> dict[tuple[str, Status], int]:
+        where = f" WHERE {_OPEN_ITEM}" if open_only else ""
         with self._transaction(write=False) as tx:
-            rows = tx.rows("SELECT vendor, status, count(*) FROM items GROUP BY vendor, status")
+            rows = tx.rows(
+                f"SELECT vendor, status, count(*) FROM items{where} GROUP BY vendor, status"
+            )
         return {(vendor, Status(status)): count for vendor, status, count in rows}
 
     def oldest_open_request_at(self) -> datetime | None:
@@ -476,7 +558,7 @@ class SqlLedger(ABC):
         with self._transaction(write=False) as tx:
             ((count,),) = tx.rows(
                 "SELECT count(*) FROM items i JOIN jobs j ON j.job_id = i.job_id"
-                f" WHERE i.vendor = ? AND i.status NOT IN ({_TERMINAL}, 'QUEUED')"
+                f" WHERE i.vendor = ? AND i.{_OPEN_ITEM} AND i.status <> 'QUEUED'"
                 " AND j.submitted_at < ?",
                 (vendor, self._to_db(submitted_before)),
             )

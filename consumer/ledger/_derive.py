@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from consumer.model import Status
 from consumer.status import is_forward, request_scope_status, vendor_scope_status
@@ -38,6 +38,16 @@ EVENT_COLUMNS = (
 # fourth group is 8, 9, a or b: its two low bits stay random, the two high ones are 10).
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 _ID_CHUNK = 256
+MAX_DETAIL_LENGTH: Final = 1000
+
+
+def bounded_detail(detail: str | None) -> str | None:
+    """An event's `detail`, cut to MAX_DETAIL_LENGTH characters: it joins item reasons and
+    vendor answers, and a status event must stay small whatever they say (an oversize one
+    is refused by Kafka and cannot be published)."""
+    if detail is None or len(detail) <= MAX_DETAIL_LENGTH:
+        return detail
+    return detail[: MAX_DETAIL_LENGTH - 1] + "\u2026"
 
 
 def new_event_ids(count: int) -> list[str]:
@@ -83,7 +93,8 @@ def _event(
     """An events row; every event gets a fresh id, which consumers dedupe on."""
     return (
         new_event_id(), request_id, vendor, status.value,
-        None if previous is None else previous.value, vendor_job_id, changed_at, detail,
+        None if previous is None else previous.value, vendor_job_id, changed_at,
+        bounded_detail(detail),
     )
 
 
@@ -121,9 +132,8 @@ def plan_records(batch: Sequence[NewRequest], now: datetime, to_db: ToDb) -> Rec
             scopes.update(dict.fromkeys(skipped, _SKIPPED))
             for vendor, status in scopes.items():
                 scope_rows.append((rid, vendor, value[status], at))
-                events.append(
-                    (next_id(), rid, vendor, value[status], None, None, at, skipped.get(vendor))
-                )
+                detail = bounded_detail(skipped.get(vendor))
+                events.append((next_id(), rid, vendor, value[status], None, None, at, detail))
             final = request_scope_status(scopes)
         else:  # every scope QUEUED: the request stays open
             for vendor in scopes:
@@ -138,7 +148,8 @@ def plan_records(batch: Sequence[NewRequest], now: datetime, to_db: ToDb) -> Rec
             request_status = _RECEIVED
         else:
             request_status = value[final[0]]
-            events.append((next_id(), rid, None, request_status, _RECEIVED, None, at, final[1]))
+            detail = bounded_detail(final[1])
+            events.append((next_id(), rid, None, request_status, _RECEIVED, None, at, detail))
         requests.append((rid, req.regulation._value_, to_db(req.requested_at), at,
                          req.source, req.trace_id, request_status))
     return out

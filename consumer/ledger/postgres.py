@@ -3,7 +3,12 @@
 One connection per ledger object, opened on first use and reopened after it was lost, so
 a database restart costs a LedgerUnavailable or two, not a worker restart. Replicas share
 the work through `FOR UPDATE SKIP LOCKED` claims and serialise changes of one request
-through a row lock on it (see `SqlLedger._lock_requests`).
+through a row lock on it (see `SqlLedger._lock_requests`). Leases run on the server's
+clock, the one clock all replicas share.
+
+Data the server cannot store (a NUL character, text that is not valid Unicode, a key too
+large for its index) raises LedgerRejected after a rollback: retrying cannot help, and the
+connection stays usable for the rows that follow.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -22,19 +27,33 @@ from psycopg.sql import SQL, Identifier
 
 from consumer.ledger._common import Conflict, SqlLedger, schema, utc
 from consumer.ledger._derive import Row
-from consumer.ledger.base import LedgerUnavailable
+from consumer.ledger.base import LedgerRejected, LedgerUnavailable
 
 CONNECT_TIMEOUT_SECONDS = 5
 # Waiting longer than SQLite's busy timeout for a row lock means something is stuck.
 LOCK_TIMEOUT = "5s"
 # Any constant works; it only has to be the same in every replica.
 _MIGRATE_LOCK_KEY = 0x45524153  # "ERAS"
+# Errors about the data itself: class 22 (psycopg's DataError, also raised before sending
+# for a NUL), 54000 (an index row over the btree limit, e.g. a 2.7 KB vendor name in a
+# primary key) and text Python cannot encode as UTF-8 (lone surrogates).
+_REFUSED = (psycopg.DataError, errors.ProgramLimitExceeded, UnicodeEncodeError)
 
 
 @functools.lru_cache(maxsize=128)
 def _placeholders(sql: str) -> str:
     """Our SQL uses `?` (no literal `?` or `%` anywhere); psycopg wants `%s`."""
     return sql.replace("?", "%s")
+
+
+def _reason(error: Exception) -> str:
+    """Why the server refused the data, without the data: the primary message of a server
+    error (its DETAIL may quote the row), psycopg's own message, or the encoding problem."""
+    if isinstance(error, UnicodeEncodeError):
+        return f"text that is not valid Unicode ({error.reason})"
+    if isinstance(error, psycopg.Error) and error.diag.message_primary:
+        return error.diag.message_primary
+    return str(error)
 
 
 class _PgTx:
@@ -67,6 +86,8 @@ class PostgresLedger(SqlLedger):
     in_array = "= ANY(?)"
     lock_rows = " FOR UPDATE"
     skip_locked = " FOR UPDATE OF {} SKIP LOCKED"
+    # Stable within one statement; unlike now() it does not lag by the transaction's age.
+    db_now = "statement_timestamp()"
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -98,6 +119,9 @@ class PostgresLedger(SqlLedger):
             with conn.cursor() as cursor:
                 yield _PgTx(cursor)
             conn.commit()
+        except _REFUSED as exc:  # before OperationalError, which ProgramLimitExceeded is
+            self._rollback_quietly(conn)
+            raise LedgerRejected(f"PostgreSQL cannot store the data: {_reason(exc)}") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             # Lost connection, lock timeout, deadlock: start afresh on the next call.
             self.close()
@@ -125,6 +149,9 @@ class PostgresLedger(SqlLedger):
     def _from_db(self, value: Any) -> datetime:
         moment: datetime = value
         return moment.astimezone(UTC)
+
+    def _to_db_span(self, span: timedelta) -> timedelta:
+        return span  # psycopg sends it as an interval
 
     def _array(self, values: Sequence[object]) -> list[object]:
         return list(values)

@@ -7,7 +7,11 @@ ledger transaction, so a transaction lost on a power cut would be a request lost
 batching makes the extra fsync per transaction cheap.
 
 Times are stored as integer microseconds since the epoch: exact (no float rounding on the
-way in or out), compact, and compared as integers.
+way in or out), compact, and compared as integers. Leases run on the database's clock like
+PostgreSQL's; here that is this machine's clock, read by SQLite.
+
+SQLite stores any string, NUL characters included; text that is not valid Unicode (a lone
+surrogate) or over SQLite's size limit raises LedgerRejected, as PostgreSQL's refusals do.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from typing import Any
 
 from consumer.ledger._common import SqlLedger, schema, utc
 from consumer.ledger._derive import Row
-from consumer.ledger.base import LedgerUnavailable
+from consumer.ledger.base import LedgerRejected, LedgerUnavailable
 
 BUSY_TIMEOUT_SECONDS = 5.0
+# How long `ping` waits for the write lock: well within a readiness probe's timeout, and
+# longer than the ledger's own write transactions normally hold the lock.
+PING_WAIT_SECONDS = 1.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # Errors that mean "cannot get at the file now", as opposed to bugs such as bad SQL.
@@ -55,7 +62,9 @@ def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
 
 
 @contextmanager
-def _unavailable_on_io_errors() -> Iterator[None]:
+def _translated_errors() -> Iterator[None]:
+    """The `Ledger` errors for SQLite's: a file that cannot be used now, or data it refuses
+    (no data in the message: SQLite's own messages quote none, and we add only the reason)."""
     try:
         yield
     except sqlite3.OperationalError as exc:
@@ -64,6 +73,12 @@ def _unavailable_on_io_errors() -> Iterator[None]:
         raise
     except OSError as exc:  # creating the file's directory failed
         raise LedgerUnavailable(f"SQLite ledger unavailable: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        raise LedgerRejected(
+            f"SQLite cannot store text that is not valid Unicode ({exc.reason})"
+        ) from exc
+    except sqlite3.DataError as exc:  # "string or blob too big"
+        raise LedgerRejected(f"SQLite cannot store the data: {exc}") from exc
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -104,6 +119,9 @@ class SqliteLedger(SqlLedger):
     """A `Ledger` in one SQLite file; the file and its directory are created on first use."""
 
     in_array = "IN (SELECT value FROM json_each(?))"
+    # Microseconds since the epoch, from SQLite's millisecond clock (rounding undoes the
+    # float error of julianday(), which is far below a millisecond).
+    db_now = "(CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000)"
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -116,7 +134,7 @@ class SqliteLedger(SqlLedger):
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[_SqliteTx]:
-        with _unavailable_on_io_errors():
+        with _translated_errors():
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -136,6 +154,9 @@ class SqliteLedger(SqlLedger):
     def _from_db(self, value: Any) -> datetime:
         return _EPOCH + timedelta(microseconds=value)
 
+    def _to_db_span(self, span: timedelta) -> int:
+        return span // _MICROSECOND
+
     def _array(self, values: Sequence[object]) -> str:
         return json.dumps(values)
 
@@ -145,8 +166,17 @@ class SqliteLedger(SqlLedger):
                 tx.rows(statement)
 
     def ping(self) -> None:
-        with self._transaction(write=False) as tx:
-            tx.rows("SELECT count(*) FROM sqlite_master")
+        """Take the write lock and give it back, waiting at most PING_WAIT_SECONDS: a file
+        that another process keeps locked still answers reads, yet the worker can record
+        nothing in it, so it must not look ready."""
+        with _translated_errors():
+            conn = self._connection()
+            conn.execute(f"PRAGMA busy_timeout = {int(PING_WAIT_SECONDS * 1000)}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
     def close(self) -> None:
         if self._conn is not None:

@@ -12,8 +12,9 @@ strict wherever they leave room, so that a client that passes here is correct:
   tokens used on another retailer's shortname get 401, tokens of a deactivated key 403.
 * ``POST .../schema/`` creates a ``customer_data_privacy`` dataset (the only type this
   sandbox knows). A duplicate name is **400** with an error whose message says the schema
-  already exists (the vendor's answer is unverified; this is the sandbox's choice).
-  ``GET .../schema/{name}/`` answers 200 or 404.
+  already exists (the vendor's answer is unverified; this is the sandbox's choice). No
+  documentation describes reading a schema back, so ``GET .../schema/{name}/`` is a 404
+  like every other undocumented path (and a documented path with another method is a 405).
 * ``POST .../data/{dataset}/`` takes ``{"schema_rows": [...]}`` as ``application/json``
   (else 415): at most ``max_rows_per_call`` rows (else 400), each with exactly the
   dataset's columns, a ``customer_id`` that is a STRING (non-empty, no surrounding
@@ -247,7 +248,6 @@ class MonetateSandbox(Sandbox):
         router = Router()
         router.add("GET", "/api/auth/v0/refresh/", self._handle_refresh)
         router.add("POST", f"{base}/schema/", self._handle_create_schema)
-        router.add("GET", f"{base}/schema/{{name}}/", self._handle_get_schema)
         router.add("POST", f"{base}/data/{{dataset}}/", self._handle_data)
         router.add("GET", f"{base}/customer_data_privacy/status/", self._handle_status)
         return router
@@ -402,17 +402,6 @@ class MonetateSandbox(Sandbox):
             dataset = _Dataset(extra_fields)
             self._datasets[name] = dataset
         return json_response(201, envelope(201, dataset.definition(name)))
-
-    def _handle_get_schema(self, request: Request) -> Response:
-        problem = self._token_problem(request) or self._rate_problem()
-        if problem is not None:
-            return problem
-        name = unquote(request.params["name"])
-        with self._lock:
-            dataset = self._datasets.get(name)
-            if dataset is None:
-                return _error(404, "schema not found")
-            return json_response(200, envelope(200, dataset.definition(name)))
 
     # ----------------------------------------------------------------- data
 

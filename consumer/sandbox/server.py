@@ -9,8 +9,9 @@ the vendor. This module holds what they all share:
   always a Content-Length) that turns raw requests into ``Request`` objects and
   hands them to a ``Router``.
 * ``Fault`` and ``FaultQueue``: scripted misbehaviour (error statuses, 429 with
-  Retry-After, slow responses, connection resets) so retry logic can be tested
-  deterministically instead of hoping for a flaky network.
+  Retry-After, slow responses, connection resets, answers the vendor never documented,
+  answers dripped a few bytes a second, bodies too big to hold) so retry logic can be
+  tested deterministically instead of hoping for a flaky network.
 * ``Call``: a log of every request (method, path, query, status, time) that
   deliberately holds no headers or bodies, because those carry tokens and
   personal data and a ``Call`` is the kind of object that ends up printed.
@@ -22,6 +23,7 @@ the vendor. This module holds what they all share:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import re
@@ -29,9 +31,10 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal, Self
 from urllib.parse import urlsplit
@@ -44,7 +47,11 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 _POLL_INTERVAL_SECONDS = 0.02
 _MAX_LINE_BYTES = 65536
 
-FaultKind = Literal["status", "rate_limited", "delay", "reset"]
+_HUGE_BODY_BLOCK_BYTES = 64 * 1024
+#: A dripping answer is written in this many pieces a second (or byte by byte, if slower).
+_DRIP_WRITES_PER_SECOND = 20
+
+FaultKind = Literal["status", "rate_limited", "delay", "reset", "answer", "drip", "huge_body"]
 
 
 class Clock:
@@ -79,6 +86,12 @@ class Fault:
     retry_after: int = 0
     seconds: float = 0.0
     after_processing: bool = False
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    bytes_per_second: float = 0.0
+    endless: bool = False
+    size_bytes: int = 0
+    declare_length: bool = True
 
     @classmethod
     def status(cls, code: int, *, after_processing: bool = False) -> Fault:
@@ -105,6 +118,63 @@ class Fault:
     def reset(cls, *, after_processing: bool = False) -> Fault:
         """Drop the connection with a TCP reset and no response at all."""
         return cls("reset", after_processing=after_processing)
+
+    @classmethod
+    def answer(
+        cls,
+        status: int,
+        body: bytes = b"",
+        headers: Sequence[tuple[str, str]] = (),
+        *,
+        after_processing: bool = False,
+    ) -> Fault:
+        """Answer exactly this instead of the vendor's answer: what a vendor, a proxy or a
+        maintenance page may send although no documentation says so (a redirect, a
+        malformed Location, a status word nobody documented)."""
+        if not 200 <= status <= 599:
+            raise ValueError("an answer fault needs a 2xx to 5xx code")
+        return cls(
+            "answer",
+            status_code=status,
+            body=body,
+            headers=tuple(headers),
+            after_processing=after_processing,
+        )
+
+    @classmethod
+    def html_page(cls, status: int = 200, *, after_processing: bool = False) -> Fault:
+        """An HTML page (a maintenance page, a proxy's login form) where JSON belongs."""
+        page = b"<!DOCTYPE html><html><body><h1>Down for maintenance</h1></body></html>"
+        content_type = ("Content-Type", "text/html; charset=utf-8")
+        return cls.answer(status, page, [content_type], after_processing=after_processing)
+
+    @classmethod
+    def nested_json(
+        cls, depth: int = 100_000, status: int = 200, *, after_processing: bool = False
+    ) -> Fault:
+        """Valid JSON nested `depth` arrays deep: more than any parser's recursion allows."""
+        body = b"[" * depth + b"]" * depth
+        content_type = ("Content-Type", "application/json")
+        return cls.answer(status, body, [content_type], after_processing=after_processing)
+
+    @classmethod
+    def drip(cls, bytes_per_second: float, *, endless: bool = False) -> Fault:
+        """Handle the request, then write the answer (status line and headers included) at
+        ``bytes_per_second``. With ``endless`` the head goes at once, with no Content-Length,
+        and the body drips until the client hangs up. Every read
+        of such an answer is quick, so only a deadline on the whole exchange ends it."""
+        if bytes_per_second <= 0:
+            raise ValueError("bytes_per_second must be positive")
+        return cls("drip", bytes_per_second=bytes_per_second, endless=endless)
+
+    @classmethod
+    def huge_body(cls, size_bytes: int, *, declare_length: bool = True) -> Fault:
+        """Answer 200 with a body of ``size_bytes`` spaces, streamed without ever being
+        held in memory; without ``declare_length`` there is no Content-Length (the body
+        ends when the connection closes), so a client cannot refuse it by its header."""
+        if size_bytes < 0:
+            raise ValueError("size_bytes must not be negative")
+        return cls("huge_body", size_bytes=size_bytes, declare_length=declare_length)
 
 
 @dataclass
@@ -403,8 +473,57 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._respond(request, response, fault)
         elif fault.kind == "reset":
             self._reset(request)
+        elif fault.kind == "answer":
+            self._respond(request, Response(fault.status_code, fault.body, fault.headers), fault)
+        elif fault.kind == "drip":
+            self._drip(
+                request, processed if processed is not None else core.dispatch(request), fault
+            )
+        elif fault.kind == "huge_body":
+            self._huge_body(request, fault)
         else:
             self._respond(request, _fault_response(fault), fault)
+
+    def _drip(self, request: Request, response: Response, fault: Fault) -> None:
+        """Write the answer a few bytes at a time (see ``Fault.drip``), then close."""
+        self._record(request, response.status, fault)
+        self.close_connection = True
+        step = max(1, round(fault.bytes_per_second / _DRIP_WRITES_PER_SECOND))
+        interval = step / fault.bytes_per_second
+        chunks: Iterable[bytes]
+        if fault.endless:
+            if not self._write(_head(response.status, response.headers, None)):
+                return
+            chunks = itertools.repeat(b" " * step)
+        else:
+            raw = _head(response.status, response.headers, len(response.body)) + response.body
+            chunks = (raw[start : start + step] for start in range(0, len(raw), step))
+        for chunk in chunks:
+            if self._core().wait(interval) or not self._write(chunk):
+                return
+
+    def _huge_body(self, request: Request, fault: Fault) -> None:
+        """Stream ``fault.size_bytes`` of body from one small block (see ``Fault.huge_body``)."""
+        self._record(request, 200, fault)
+        self.close_connection = True
+        length = fault.size_bytes if fault.declare_length else None
+        if not self._write(_head(200, [("Content-Type", "application/json")], length)):
+            return
+        block = memoryview(b" " * _HUGE_BODY_BLOCK_BYTES)
+        left = fault.size_bytes
+        while left > 0 and not self._core().stopping:
+            piece = block[: min(left, len(block))]
+            if not self._write(piece):
+                return
+            left -= len(piece)
+
+    def _write(self, data: bytes | memoryview) -> bool:
+        """Send raw bytes; False once the client has gone away."""
+        try:
+            self.wfile.write(data)
+        except OSError:
+            return False
+        return True
 
     def _read_request(self) -> Request | None:
         split = urlsplit(self.path)
@@ -488,6 +607,20 @@ class _RequestHandler(BaseHTTPRequestHandler):
         )
 
 
+def _head(status: int, headers: Sequence[tuple[str, str]], length: int | None) -> bytes:
+    """A raw HTTP/1.1 response head that closes the connection; no Content-Length if
+    ``length`` is None (the body then ends with the connection)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    lines = [f"HTTP/1.1 {status} {phrase}", *(f"{name}: {value}" for name, value in headers)]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
 def _fault_response(fault: Fault) -> Response:
     """The canned answer for status and rate-limit faults."""
     if fault.kind == "rate_limited":
@@ -567,9 +700,14 @@ class SandboxServer:
         with self._lock:
             self._connections.discard(connection)
 
-    def wait(self, seconds: float) -> None:
-        """Sleep for a delay fault, but wake at once when the server stops."""
-        self._stopping.wait(seconds)
+    def wait(self, seconds: float) -> bool:
+        """Sleep for a delay fault, but wake at once when the server stops (then True)."""
+        return self._stopping.wait(seconds)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` has begun: streaming faults end their answers."""
+        return self._stopping.is_set()
 
     def dispatch(self, request: Request) -> Response:
         """Route a request; an unexpected handler error becomes a bare 500."""

@@ -22,6 +22,7 @@ from consumer.config import AcousticSettings
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
+    Pace,
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
@@ -29,8 +30,11 @@ from consumer.vendors.base import (
     SubmittedJob,
     VendorAuthError,
     VendorError,
+    unexpected,
+    unknown_job_status,
+    unpaced,
 )
-from consumer.vendors.http import TokenAuth, VendorHttp
+from consumer.vendors.http import TokenAuth, VendorHttp, token_answer
 from consumer.work import DueJob, WorkItem
 
 CSV_CONTENT_TYPE = "text/csv;charset=UTF-8"
@@ -60,14 +64,16 @@ class AcousticAdapter:
         self._http = http or VendorHttp(self.name, timeout_seconds=settings.timeout_seconds)
         self._auth = TokenAuth(self._fetch_token)
 
-    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
+    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
         """One call per database. A group that fails does not lose the jobs other groups
-        created: its items come back as outcomes (QUEUED to resend, FAILED if rejected)."""
+        created: its items come back as outcomes (QUEUED to resend, FAILED if rejected;
+        an unexpected exception is a retryable failure of its group)."""
         jobs: list[SubmittedJob] = []
         failures: list[tuple[Sequence[WorkItem], VendorError]] = []
         groups, unsendable = self._groups(items)
         for database, group in groups.items():
             try:
+                pace()
                 jobs.append(self._submit_group(database, group))
             except VendorAuthError:
                 if not jobs:
@@ -77,6 +83,8 @@ class AcousticAdapter:
                 break
             except (RetryableVendorError, PermanentVendorError) as error:
                 failures.append((group, error))
+            except Exception as error:
+                failures.append((group, unexpected("acoustic submit", error)))
         if not jobs and len({type(error) for _, error in failures}) == 1:
             # Nothing was accepted and every group failed alike: the batch failed as a whole.
             raise failures[0][1]
@@ -117,7 +125,7 @@ class AcousticAdapter:
         }
         url = f"{self._base_url}/oauth/token"
         response = self._http.call("auth", "POST", url, data=form, redact=secrets)
-        body = _json_object(response, "auth")
+        body = token_answer(response, "acoustic")
         token, expires_in = body.get("access_token"), body.get("expires_in")
         if not isinstance(token, str) or not token:
             raise VendorAuthError("acoustic auth: token response without an access_token")
@@ -186,7 +194,7 @@ class AcousticAdapter:
         return PollResult(Status.COMPLETED, outcomes)
 
     def _get(self, url: str) -> requests.Response:
-        return self._http.call("poll", "GET", url, auth=self._auth, handled_statuses=(404,))
+        return self._http.call("poll", "GET", url, auth=self._auth, handled_statuses=(303, 404))
 
 
 def erasure_csv(lines: Iterable[Line]) -> bytes:
@@ -275,8 +283,7 @@ def _status_result(job: DueJob, word: str) -> PollResult:
         return PollResult(Status.FAILED, detail=f"Acoustic reported the job {word}")
     if word in _ARCHIVED_STATUSES:
         return _archived(job)
-    shown = word[:32] if word.replace("_", "").replace(" ", "").isalpha() else "?"
-    raise PermanentVendorError(f"acoustic poll: unknown job status {shown!r}")
+    return unknown_job_status("acoustic", word)
 
 
 def _archived(job: DueJob) -> PollResult:

@@ -11,7 +11,8 @@ earliest `requested_at`). Acquia has no status API, so every answer is final at 
 time: ready or pending ids are ACCEPTED, not-found ids NOT_FOUND, ids it failed to accept
 are sent again (QUEUED). A 400 rejects the whole call, so the adapter bisects the batch
 until the rejected ids stand alone and fails only them; the extra calls are bounded by
-`MAX_CALLS_PER_SUBMIT`. `failOnNotFound=false` is sent so a batch of unknown ids gets a
+`MAX_CALLS_PER_SUBMIT`, and each goes through the dispatcher's rate limit (`pace`) like
+the first. `failOnNotFound=false` is sent so a batch of unknown ids gets a
 per-id answer; a 404 carrying Acquia's error body still means "none of these ids exist",
 while a bare 404 (a wrong base URL or path) is a configuration error, not NOT_FOUND.
 """
@@ -29,25 +30,28 @@ from typing import Any
 
 import requests
 
-from consumer.config import AcquiaCdpSettings
+from consumer.config import ACQUIA_MAX_CALLS_PER_SUBMIT, AcquiaCdpSettings
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
+    Pace,
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
     SubmitResult,
     VendorAuthError,
     VendorError,
+    unexpected,
+    unpaced,
 )
-from consumer.vendors.http import TokenAuth, VendorHttp, vendor_error_summary
+from consumer.vendors.http import TokenAuth, VendorHttp, token_answer, vendor_error_summary
 from consumer.work import DueJob, WorkItem
 
 log = logging.getLogger(__name__)
 
 MAX_IDS_PER_CALL = 200
 # Isolating one rejected id in a full batch takes 17 calls, two take about 31.
-MAX_CALLS_PER_SUBMIT = 32
+MAX_CALLS_PER_SUBMIT = ACQUIA_MAX_CALLS_PER_SUBMIT
 REQUEST_ORIGIN = "Data Erasure"
 # Answer lists in increasing precedence: an id Acquia lists twice takes the later list.
 _ANSWER_LISTS: tuple[tuple[str, Status], ...] = (
@@ -75,8 +79,9 @@ class AcquiaCdpAdapter:
         # Session lifetime is unpublished: keep the session until Acquia refuses it (401).
         self._auth = TokenAuth(self._renew_session)
 
-    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
-        """Erase the batch's customer ids; every id gets its answer, each call at most 200.
+    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
+        """Erase the batch's customer ids; every id gets its answer, each call at most 200,
+        `pace` called before each.
 
         If a call fails after others were answered, the answered ids keep their outcome
         and the rest follow the error: resent (retryable), failed (rejected) or left for
@@ -86,11 +91,12 @@ class AcquiaCdpAdapter:
         groups, unsendable = self._groups(items)
         verdicts: dict[str, Verdict] = {}
         try:
-            self._erase_all(groups, verdicts)
-        except VendorError as error:
+            self._erase_all(groups, verdicts, pace)
+        except Exception as error:
             if not verdicts:
                 raise
-            verdicts.update(_leftover_verdicts(error, groups.keys() - verdicts.keys()))
+            failure = error if isinstance(error, VendorError) else unexpected("acquia_cdp", error)
+            verdicts.update(_leftover_verdicts(failure, groups.keys() - verdicts.keys()))
         outcomes = [
             ItemOutcome(item.item_id, *verdicts[customer_id])
             for customer_id, members in groups.items()
@@ -148,8 +154,7 @@ class AcquiaCdpAdapter:
             headers={"Authorization": authorization},
             redact=(password, authorization),
         )
-        body = _json_object(response)
-        token = body.get(self._settings.token_field) if body is not None else None
+        token = token_answer(response, self.name).get(self._settings.token_field)
         if not isinstance(token, str) or not token:
             field = self._settings.token_field
             raise VendorAuthError(f"acquia_cdp auth: login answer has no {field!r} (token_field)")
@@ -186,7 +191,7 @@ class AcquiaCdpAdapter:
         return groups, unsendable
 
     def _erase_all(
-        self, groups: Mapping[str, list[WorkItem]], verdicts: dict[str, Verdict]
+        self, groups: Mapping[str, list[WorkItem]], verdicts: dict[str, Verdict], pace: Pace
     ) -> None:
         """Send every id, splitting a rejected call in halves (breadth first, so a 400 that
         is about the request rather than an id runs out of calls before failing anyone)."""
@@ -199,6 +204,7 @@ class AcquiaCdpAdapter:
                 verdicts.update(dict.fromkeys(ids, (Status.QUEUED, detail)))
                 continue
             calls += 1
+            pace()
             problem = self._erase(ids, groups, verdicts)
             if problem is None:
                 continue

@@ -11,16 +11,33 @@ and the poller only see these values and exceptions:
      ├── PermanentVendorError   the vendor rejected the request; retrying cannot help
      └── VendorAuthError        credentials were refused (403): stop calling this vendor
                                 until they are fixed; items wait, they do not fail
+
+Any other exception out of an adapter is a bug or an answer nobody foresaw (absurdly deep
+JSON, a malformed Location): dispatch and the poller count it as a failed attempt like a
+retryable error (`unexpected`), so it can never resend the same ids unrecorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from consumer.model import Status
 from consumer.work import DueJob, WorkItem
+
+log = logging.getLogger(__name__)
+
+Pace = Callable[[], None]
+"""Called by an adapter right before each submission call: blocks until the vendor's
+`rate_per_second` allows one more call, and counts it. Dispatch passes its rate limiter's,
+so calls an adapter adds (Acquia's 400-bisection) are paced like the first."""
+
+_MAX_REPORTED_WORDS = 1000
+_reported_words: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
 
 
 class VendorError(Exception):
@@ -43,6 +60,16 @@ class PermanentVendorError(VendorError):
 
 class VendorAuthError(VendorError):
     pass
+
+
+def unexpected(where: str, error: BaseException) -> RetryableVendorError:
+    """A retryable error standing for an unexpected exception. It names only the class:
+    the exception's message may quote a vendor's answer or an identifier."""
+    return RetryableVendorError(f"{where}: unexpected {type(error).__name__}")
+
+
+def unpaced() -> None:
+    """The `Pace` of callers that make one-off calls (tests, `check`): no rate limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +108,36 @@ class PollResult:
     detail: str | None = None
 
 
+def shown_status_word(vendor: str, word: object) -> str:
+    """A status word a vendor answered that we do not know, safe to show: letters, `_` and
+    spaces, at most 32 (else "?", since it could be an echoed identifier). Logged at
+    WARNING the first time each vendor uses it, so an API change is noticed but a job
+    polled for weeks does not flood the log."""
+    text = word if isinstance(word, str) else ""
+    shown = text[:32] if text.replace("_", "").replace(" ", "").isalpha() else "?"
+    with _reported_lock:
+        first = (vendor, shown) not in _reported_words
+        first = first and len(_reported_words) < _MAX_REPORTED_WORDS
+        if first:
+            _reported_words.add((vendor, shown))
+    if first:
+        log.warning("%s answered an unknown status %r; treating it as still open", vendor, shown)
+    return shown
+
+
+def unknown_job_status(vendor: str, word: object) -> PollResult:
+    """A job status word we do not know: the job stays open and is polled again (until its
+    `max_job_age_seconds`), rather than failed and its ids sent again."""
+    shown = shown_status_word(vendor, word)
+    return PollResult(Status.SUBMITTED, detail=f"unknown job status {shown!r}; polling again")
+
+
 class VendorAdapter(Protocol):
     name: str
 
-    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
-        """Send one batch (at most the vendor's batch size). Blocks on HTTP; raises VendorError."""
+    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
+        """Send one batch (at most the vendor's batch size), calling `pace` before each
+        submission call. Blocks on HTTP; raises VendorError."""
 
     def poll(self, job: DueJob) -> PollResult:
         """Ask the vendor about one job. Blocks on HTTP; raises VendorError."""

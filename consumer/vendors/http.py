@@ -12,21 +12,33 @@ Adapters describe *what* to send; this module decides, once for all vendors:
   code and the vendor's error code but never identity values or secrets.
 
 `TokenAuth` caches a bearer-style token for any adapter; `VendorHttp.call` refreshes it
-once when the vendor answers 401.
+once when the vendor answers 401; `token_answer` is the one rule for reading a token
+endpoint's answer.
+
+Every exchange is bounded in time and size, whatever the vendor does: `timeout_seconds`
+covers the whole exchange (connect, send, headers, body; see `_CallDeadline`), and a body
+over `MAX_RESPONSE_BYTES` is refused without being read into memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import random
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import requests
+import requests.adapters
 import requests.auth
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import InvalidHeader, NewConnectionError
 from urllib3.util.retry import Retry
 
@@ -62,8 +74,135 @@ _TRANSIENT_TRANSPORT_ERRORS = (
 )
 _RETRY_AFTER_PARSER = Retry(total=0)
 _SAFE_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
+_SAFE_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+\-]{0,40}/[a-z0-9][a-z0-9.+\-]{0,60}")
 _EMAIL_LIKE = re.compile(r"\S+@\S+")
 _MAX_MESSAGE_CHARS = 160
+
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+"""Largest answer body read from a vendor (counted after decompression). A larger one is
+refused unread when its Content-Length says so, else as soon as the count passes the
+bound: one odd answer must not take the worker past its memory limit (the chart's is
+512 MiB; a 512 MiB body read whole took the RSS past 1 GiB). The largest answer expected
+is Acoustic's job response for a full batch of 5,000 addresses: with 254-character
+addresses (the longest an address can be) it is 1.7 MB as compact JSON and 2.5 MB
+indented by 4, so the bound leaves room for about four times that."""
+_READ_CHUNK_BYTES = 64 * 1024
+
+
+class ResponseTooLarge(requests.RequestException):
+    """The answer's body is over `MAX_RESPONSE_BYTES`; it was not read (see `_read_body`)."""
+
+
+class CallDeadlineExceeded(requests.ReadTimeout):
+    """The exchange was still going when `timeout_seconds` had passed (see `_CallDeadline`)."""
+
+
+class _CallDeadline:
+    """Ends one HTTP exchange when its time is up, in whatever phase it is.
+
+    A socket timeout bounds each read, not the exchange: a vendor dripping a byte a second
+    keeps every read short and the exchange alive for as long as it likes (one poll took
+    42 s with a 2 s timeout; an endless drip never ended). So the connections the exchange
+    uses hand their sockets to this deadline (see `_DeadlineConnection`), and a timer
+    shuts them when the time is up: the blocked read returns at once, the exchange fails,
+    and `VendorHttp` reports a timeout. A shut connection is never reused (urllib3 checks
+    a pooled connection before reusing it). Only connecting itself (TCP and the TLS
+    handshake) is bounded by the socket's connect timeout instead, which is no longer.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    @property
+    def expired(self) -> bool:
+        with self._lock:
+            return self._expired
+
+    def watch(self, sock: object) -> None:
+        """Shut `sock` when the deadline passes (at once if it already has)."""
+        if not isinstance(sock, socket.socket):
+            return  # e.g. urllib3's TLS-in-TLS transport: bounded per read only
+        with self._lock:
+            expired = self._expired
+            if not expired:
+                self._sockets.append(sock)
+        if expired:
+            _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut the OS socket under any wrapper (an `ssl.SSLSocket`'s own `shutdown` would
+    also drop its TLS state under the thread reading from it)."""
+    with contextlib.suppress(OSError):  # already closed: nothing is waiting on it
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_CURRENT_DEADLINE: contextvars.ContextVar[_CallDeadline | None] = contextvars.ContextVar(
+    "vendor_call_deadline", default=None
+)
+
+
+def _watch(sock: object) -> None:
+    deadline = _CURRENT_DEADLINE.get()
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _DeadlineConnection(HTTPConnection):
+    """A urllib3 connection that hands its socket to the current exchange's deadline: when
+    it connects, and when it is reused for another request."""
+
+    def connect(self) -> None:
+        super().connect()
+        _watch(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)  # None on a new connection: `connect` will watch it
+        super().request(*args, **kwargs)
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, HTTPSConnection):
+    pass
+
+
+class _DeadlineHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """requests' transport, with connections that honour `_CallDeadline`."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _DEADLINE_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools have their own classes
+            manager.pool_classes_by_scheme = _DEADLINE_POOLS
+        return manager
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +268,8 @@ def retry_delay(
 
 def call_outcome(result: Result) -> Outcome:
     """The `outcome` label of `erasure_vendor_calls_total` for one HTTP exchange."""
+    if isinstance(result, ResponseTooLarge) and result.response is not None:
+        return call_outcome(result.response)  # the vendor answered: label its status
     if isinstance(result, requests.Timeout):
         return "timeout"
     if isinstance(result, requests.RequestException):
@@ -188,8 +329,11 @@ class VendorHttp:
     """One vendor's `requests.Session` with timeouts, metrics and the retry policy.
 
     Used by one thread at a time (each worker loop builds its own adapter). Redirects are
-    never followed: a 3xx is returned for the adapter to judge, so a bearer token never
-    travels to a host the adapter did not check.
+    never followed, so a bearer token never travels to a host the adapter did not check:
+    a 3xx the adapter names in `handled_statuses` is returned for it to judge (Acoustic's
+    303 to a job's response), any other is a retryable failure.
+
+    `timeout_seconds` bounds each exchange as a whole, connect to last body byte.
     """
 
     def __init__(
@@ -209,6 +353,8 @@ class VendorHttp:
         self._rand = rand
         self._session = requests.Session()
         self._session.headers["User-Agent"] = user_agent
+        for prefix in ("http://", "https://"):
+            self._session.mount(prefix, _DeadlineAdapter())
 
     def call(
         self,
@@ -224,7 +370,7 @@ class VendorHttp:
         handled_statuses: Collection[int] = (),
         redact: Collection[str] = (),
     ) -> requests.Response:
-        """Send one request with in-call retries; return a 2xx/3xx response or one whose
+        """Send one request with in-call retries; return a 2xx response or one whose
         status is in `handled_statuses`, else raise the matching `VendorError`.
 
         `redact` lists values (identifiers, secrets) that must never appear in an error
@@ -243,7 +389,7 @@ class VendorHttp:
                 refreshed = True
                 continue
             if isinstance(result, requests.Response) and (
-                result.status_code < 400 or result.status_code in handled_statuses
+                result.status_code < 300 or result.status_code in handled_statuses
             ):
                 return result
             delay = self._delay_before_retry(result, retry, idempotent)
@@ -274,11 +420,14 @@ class VendorHttp:
         json: object,
         headers: Mapping[str, str] | None,
     ) -> Result:
-        """One HTTP exchange, timed and counted whatever happens."""
+        """One HTTP exchange within `timeout_seconds`, body read, timed and counted
+        whatever happens."""
         started = time.perf_counter()
+        deadline = _CallDeadline(self._timeout)
+        context = _CURRENT_DEADLINE.set(deadline)
         result: Result
         try:
-            result = self._session.request(
+            response = self._session.request(
                 method,
                 url,
                 params=params,
@@ -288,9 +437,22 @@ class VendorHttp:
                 auth=auth,
                 timeout=self._timeout,
                 allow_redirects=False,
+                stream=True,
             )
-        except requests.RequestException as error:
-            result = error
+            result = _read_body(response)
+            if deadline.expired:  # a body without a length just ends when its socket shuts
+                result = CallDeadlineExceeded()
+        except Exception as error:
+            # A shut socket surfaces as whatever the interrupted phase raises.
+            if deadline.expired:
+                result = CallDeadlineExceeded()
+            elif isinstance(error, requests.RequestException):
+                result = error
+            else:
+                raise
+        finally:
+            deadline.cancel()
+            _CURRENT_DEADLINE.reset(context)
         elapsed = time.perf_counter() - started
         VENDOR_CALL_DURATION.labels(vendor=self.vendor, operation=operation).observe(elapsed)
         VENDOR_CALLS.labels(
@@ -316,6 +478,10 @@ class VendorHttp:
         where = f"{self.vendor} {operation}"
         if isinstance(result, requests.Timeout):
             return RetryableVendorError(f"{where}: no answer within {self._timeout:g}s")
+        if isinstance(result, ResponseTooLarge):
+            # Not retried in-call (the next answer is likely as big), but maybe later.
+            limit = MAX_RESPONSE_BYTES // (1024 * 1024)
+            return RetryableVendorError(f"{where}: answer over {limit} MiB refused unread")
         if isinstance(result, requests.RequestException):
             kind = "connection failed" if is_retryable(result) else "request not sent"
             error_type = RetryableVendorError if is_retryable(result) else PermanentVendorError
@@ -327,9 +493,55 @@ class VendorHttp:
             return VendorRateLimited(message, retry_after=retry_after_seconds(result))
         if is_retryable(result):
             return RetryableVendorError(message, retry_after=retry_after_seconds(result))
+        if 300 <= status < 400:
+            # An unexpected redirect (a moved endpoint, a proxy's login page) says nothing
+            # about the items; what the vendor did is unknown, so it costs an attempt.
+            return RetryableVendorError(f"{message}: redirect not followed")
         if status in (401, 403) or operation == "auth":
             return VendorAuthError(message)
         return PermanentVendorError(message)
+
+
+def _read_body(response: requests.Response) -> requests.Response:
+    """Read a streamed answer's body into the response (so `.json()` and `.content` work),
+    refusing one over `MAX_RESPONSE_BYTES` before reading it when its Content-Length
+    says so, else as soon as it passes the bound; a refused answer is closed."""
+    declared = response.headers.get("Content-Length", "").strip()
+    try:
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise ResponseTooLarge(response=response)
+        body = bytearray()
+        for chunk in response.iter_content(_READ_CHUNK_BYTES):
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise ResponseTooLarge(response=response)
+    except BaseException:
+        response.close()  # drops the connection: the rest of the body is never read
+        raise
+    response._content = bytes(body)
+    return response
+
+
+def token_answer(response: requests.Response, vendor: str) -> dict[str, Any]:
+    """The JSON object of a token endpoint's 2xx answer: the one rule every adapter's
+    token fetch follows.
+
+    Anything else (an HTML maintenance page, a proxy's login form, a truncated body) says
+    nothing about our credentials: it is transient trouble on the vendor's side, so it is
+    retryable (the items of the call that needed the token spend an attempt and are sent
+    again later), not an auth error that would stop every call to the vendor.
+    """
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        shown = media_type if _SAFE_MEDIA_TYPE.fullmatch(media_type) else "unknown type"
+        raise RetryableVendorError(
+            f"{vendor} auth: token answer is not a JSON object ({shown}); trying again later"
+        )
+    return body
 
 
 def vendor_error_summary(response: requests.Response, redact: Collection[str] = ()) -> str | None:
@@ -341,7 +553,7 @@ def vendor_error_summary(response: requests.Response, redact: Collection[str] = 
     """
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None
     if not isinstance(body, dict):
         return None

@@ -16,9 +16,12 @@ id, through a status endpoint limited to about one request a second for all our 
 ids of its job, oldest request first, resuming where the previous poll of that job
 stopped, so a few ids that never go away cannot starve the rest.
 
-The dataset is created once by `erasure-worker setup` (`create_dataset`). Until it exists
-every upload gets 404, which makes Monetate unusable but is no fault of the items: it is
-raised as `VendorAuthError` (calls stop, items wait) with a message saying what to run.
+The dataset is created once by `erasure-worker setup` (`create_dataset`, idempotent: the
+documented 400 "exists" answer means it is there). Only documented endpoints are called,
+and none of them reads a dataset back, so nothing short of a write can tell whether it
+exists: `check` proves the credentials only. Until the dataset exists every upload gets
+404, which makes Monetate unusable but is no fault of the items: it is raised as
+`VendorAuthError` (calls stop, items wait) with a message saying what to run.
 """
 
 from __future__ import annotations
@@ -40,15 +43,17 @@ from consumer.config import MONETATE_STATUS_CHECKS_PER_POLL, MonetateSettings
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
+    Pace,
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
     SubmitResult,
     SubmittedJob,
     VendorAuthError,
-    VendorError,
+    shown_status_word,
+    unpaced,
 )
-from consumer.vendors.http import Clock, Sleep, TokenAuth, VendorHttp
+from consumer.vendors.http import Clock, Sleep, TokenAuth, VendorHttp, token_answer
 from consumer.work import DueJob, WorkItem
 
 TOKEN_TTL_SECONDS = 3600
@@ -56,6 +61,7 @@ STATUS_CHECKS_PER_POLL = MONETATE_STATUS_CHECKS_PER_POLL
 PRIVACY_SCHEMA_TYPE = "customer_data_privacy"
 _OPEN_WORDS = frozenset({"PENDING", "FOUND"})
 _GONE_WORD = "NOT_FOUND"
+_EXISTS_WORD = "exist"  # in the 400 error that refuses a duplicate dataset name
 # A pacing sleep that ends this much early was cut short (shutdown), not rounded.
 _WAKE_TOLERANCE_SECONDS = 0.001
 
@@ -122,7 +128,6 @@ class MonetateAdapter:
         account = f"{settings.base_url}/api/data/v1/{shortname}/production"
         self._refresh_url = f"{settings.base_url}/api/auth/v0/refresh/"
         self._schema_url = f"{account}/schema/"
-        self._dataset_url = f"{account}/schema/{dataset}/"
         self._data_url = f"{account}/data/{dataset}/"
         self._status_url = settings.base_url + settings.status_path.replace(
             "{shortname}", shortname
@@ -132,8 +137,13 @@ class MonetateAdapter:
 
     def create_dataset(self) -> bool:
         """Create the `customer_data_privacy` dataset; True if created, False if it was
-        already there (Monetate answers a duplicate name with 400, so a 400 is checked
-        against `dataset_exists` rather than by its wording)."""
+        already there.
+
+        Monetate documents no call that reads a dataset back, so the answer to the create
+        call is the only evidence: a duplicate name is a 400 whose error says the schema
+        exists (wording unverified: any error mentioning "exist" counts), and every other
+        400 is a refusal reported with its reason.
+        """
         body = {"type": PRIVACY_SCHEMA_TYPE, "name": self._settings.dataset, "fields": {}}
         response = self._http.call(
             "submit", "POST", self._schema_url, auth=self._auth, json=body, handled_statuses=(400,)
@@ -141,7 +151,7 @@ class MonetateAdapter:
         if response.status_code in (200, 201):
             return True
         if response.status_code == 400:
-            if self.dataset_exists():
+            if any(_EXISTS_WORD in message.lower() for message in _error_messages(response)):
                 return False
             reason = _first_error(response)
             raise PermanentVendorError(
@@ -150,19 +160,9 @@ class MonetateAdapter:
             )
         raise PermanentVendorError(f"monetate setup: unexpected HTTP {response.status_code}")
 
-    def dataset_exists(self) -> bool:
-        """Whether the configured dataset exists (one paced, rate-limited Data API GET)."""
-        with self._pacer:
-            response = self._http.call(
-                "poll", "GET", self._dataset_url, auth=self._auth, handled_statuses=(404,)
-            )
-        if response.status_code not in (200, 404):
-            raise PermanentVendorError(f"monetate setup: unexpected HTTP {response.status_code}")
-        return response.status_code == 200
-
     # ----------------------------------------------------------------- submit
 
-    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
+    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
         """Upload the batch as one call; items Monetate would reject fail without a call."""
         problems = {item.item_id: self._problem(item) for item in items}
         sendable = [item for item in items if problems[item.item_id] is None]
@@ -173,6 +173,7 @@ class MonetateAdapter:
         )
         if not sendable:
             return SubmitResult(outcomes=unsendable)
+        pace()
         response = self._http.call(
             "submit",
             "POST",
@@ -262,15 +263,15 @@ class MonetateAdapter:
         word = _data(response, "poll").get("status")
         if word == _GONE_WORD:
             return True
-        if word in _OPEN_WORDS:
-            return False
-        shown = word[:32] if isinstance(word, str) and word.replace("_", "").isalpha() else "?"
-        raise PermanentVendorError(f"monetate poll: unknown customer status {shown!r}")
+        if word not in _OPEN_WORDS:
+            shown_status_word(self.name, word)  # unknown: still open, until max_job_age
+        return False
 
     # ----------------------------------------------------------------- auth
 
     def check(self) -> None:
-        """Fetch a fresh token: proves the URL, the API user and the private key work."""
+        """Fetch a fresh token: proves the URL, the API user and the private key work (not
+        that the dataset exists: no documented call says so without writing to it)."""
         self._auth.invalidate()
         self._auth.token()
 
@@ -290,7 +291,9 @@ class MonetateAdapter:
             redact=(assertion,),
         )
         # A garbled token answer must not fail the items of the call that needed the token.
-        data = _data(response, "auth", failure=VendorAuthError)
+        data = token_answer(response, self.name).get("data")
+        if not isinstance(data, dict):
+            raise VendorAuthError("monetate auth: answer without a data object")
         token = data.get("token")
         if not isinstance(token, str) or not token:
             raise VendorAuthError("monetate auth: refresh answer without a token")
@@ -359,35 +362,38 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _data(
-    response: requests.Response,
-    operation: str,
-    failure: type[VendorError] = PermanentVendorError,
-) -> dict[str, Any]:
-    """The `data` object of a Monetate envelope; `failure` is raised when there is none."""
+def _data(response: requests.Response, operation: str) -> dict[str, Any]:
+    """The `data` object of a Monetate envelope (PermanentVendorError if there is none)."""
     try:
         body = response.json()
     except ValueError:
         body = None
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, dict):
-        raise failure(f"monetate {operation}: answer without a data object")
+        raise PermanentVendorError(f"monetate {operation}: answer without a data object")
     return data
 
 
 def _first_error(response: requests.Response) -> str | None:
-    """The first `meta.errors` message (text or `{"message"}`), printable and short.
+    """The first `meta.errors` message, printable and short.
 
     Only used for schema calls, whose errors concern the dataset, never a customer id.
     """
+    messages = _error_messages(response)
+    if not messages:
+        return None
+    return "".join(char if char.isprintable() else " " for char in messages[0])[:160]
+
+
+def _error_messages(response: requests.Response) -> list[str]:
+    """Every `meta.errors` message (each given as text or as `{"message"}`)."""
     try:
         body = response.json()
     except ValueError:
-        return None
+        return []
     meta = body.get("meta") if isinstance(body, dict) else None
     errors = meta.get("errors") if isinstance(meta, dict) else None
-    first = errors[0] if isinstance(errors, list) and errors else None
-    message = first.get("message") if isinstance(first, dict) else first
-    if not isinstance(message, str):
-        return None
-    return "".join(char if char.isprintable() else " " for char in message)[:160]
+    if not isinstance(errors, list):
+        return []
+    messages = (error.get("message") if isinstance(error, dict) else error for error in errors)
+    return [message for message in messages if isinstance(message, str)]

@@ -23,6 +23,7 @@ from consumer.config import VoyadoSettings
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
+    Pace,
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
@@ -30,6 +31,8 @@ from consumer.vendors.base import (
     SubmittedJob,
     VendorAuthError,
     VendorError,
+    unknown_job_status,
+    unpaced,
 )
 from consumer.vendors.http import VendorHttp, vendor_error_summary
 from consumer.work import DueJob, WorkItem
@@ -63,7 +66,7 @@ class VoyadoAdapter:
         self._api_key = settings.api_key.get_secret_value()
         self._http = http or VendorHttp(self.name, timeout_seconds=settings.timeout_seconds)
 
-    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
+    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
         """One call (one job) per item, in order; config caps batches at one item anyway.
 
         A rejected item fails alone. After a failure that may pass later the rest are not
@@ -74,7 +77,7 @@ class VoyadoAdapter:
         failures: list[tuple[WorkItem, VendorError]] = []
         for item in items:
             try:
-                jobs.append(self._submit_one(item))
+                jobs.append(self._submit_one(item, pace))
             except VendorAuthError:
                 if not jobs:
                     raise
@@ -104,12 +107,13 @@ class VoyadoAdapter:
     def close(self) -> None:
         self._http.close()
 
-    def _submit_one(self, item: WorkItem) -> SubmittedJob:
+    def _submit_one(self, item: WorkItem, pace: Pace) -> SubmittedJob:
         expected = self._settings.identity_type
         if item.identity_type != expected:
             raise PermanentVendorError(
                 f"voyado submit: Voyado erases by {expected!r}, not {item.identity_type!r}"
             )
+        pace()
         response = self._http.call(
             "submit",
             "POST",
@@ -164,7 +168,8 @@ def job_status_url(prefix: str, jid: str) -> str:
 def status_result(job: DueJob, word: str) -> PollResult:
     """A job-status word as a poll result. Contract §3: `done` is COMPLETED, never
     NOT_FOUND (Voyado cannot tell whether it held anything); `error` fails the job, so its
-    items are sent again; `not_found` (job unknown) is `_unknown_job`."""
+    items are sent again; `not_found` (job unknown) is `_unknown_job`; a word we do not
+    know keeps the job open."""
     if word in _OPEN_STATUSES:
         return PollResult(_OPEN_STATUSES[word])
     if word == "done":
@@ -174,8 +179,7 @@ def status_result(job: DueJob, word: str) -> PollResult:
         return PollResult(Status.FAILED, detail=JOB_ERROR_DETAIL)
     if word == "not_found":
         return _unknown_job(job)
-    shown = word[:32] if word.replace("_", "").isalpha() else "?"
-    raise PermanentVendorError(f"voyado poll: unknown job status {shown!r}")
+    return unknown_job_status("voyado", word)
 
 
 def _unknown_job(job: DueJob) -> PollResult:

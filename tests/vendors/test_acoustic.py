@@ -342,11 +342,13 @@ def test_connection_reset_on_submit_is_handed_back(rig: Rig) -> None:
 
 def test_slow_submit_times_out_and_is_handed_back() -> None:
     sandbox = new_sandbox()
-    built = make_rig(sandbox, timeout_seconds=0.2)
-    sandbox.inject(Fault.delay(2.0), path_prefix=SUBMIT_PREFIX)
+    # 1 s, not less: the whole-call deadline must not fire before a loaded machine has
+    # even sent the request (the test is about a vendor that got it and answers late).
+    built = make_rig(sandbox, timeout_seconds=1.0)
+    sandbox.inject(Fault.delay(3.0), path_prefix=SUBMIT_PREFIX)
     timeouts = calls("submit", "timeout")
     try:
-        with pytest.raises(RetryableVendorError, match=r"no answer within 0.2s"):
+        with pytest.raises(RetryableVendorError, match=r"no answer within 1.0s"):
             built.adapter.submit([item("a@example.com")])
     finally:
         built.adapter.close()
@@ -527,12 +529,11 @@ def test_status_words(word: str, expected: Status) -> None:
     assert _status_result(job, word).job_status is expected
 
 
-def test_unknown_status_word_is_permanent_and_not_echoed_when_odd() -> None:
+def test_unknown_status_word_keeps_the_job_open_and_is_not_echoed_when_odd() -> None:
     job = due(SubmittedJob("1", str(DB), (1,)), [item("a@example.com")])
-    with pytest.raises(PermanentVendorError, match="'PAUSED'"):
-        _status_result(job, "PAUSED")
-    with pytest.raises(PermanentVendorError, match=r"'\?'"):
-        _status_result(job, "A@EXAMPLE.COM")
+    paused = _status_result(job, "PAUSED")
+    assert paused.job_status is Status.SUBMITTED and "'PAUSED'" in (paused.detail or "")
+    assert "'?'" in (_status_result(job, "A@EXAMPLE.COM").detail or "")
 
 
 def test_job_id_falls_back_to_the_location_header() -> None:

@@ -426,11 +426,13 @@ def test_any_rejected_token_request_is_an_auth_error(harness: Harness) -> None:
 
 def test_handled_statuses_and_redirects_are_returned_not_followed(harness: Harness) -> None:
     elsewhere = (("Location", f"{harness.base_url}/elsewhere"),)
-    harness.reply(Reply(404), Reply(303, headers=elsewhere))
+    harness.reply(Reply(404), Reply(303, headers=elsewhere), Reply(302, headers=elsewhere))
     url = f"{harness.base_url}/jobs/1"
     assert harness.http.call("poll", "GET", url, handled_statuses=(404,)).status_code == 404
-    assert harness.http.call("poll", "GET", url).status_code == 303
-    assert [seen.path for seen in harness.seen] == ["/jobs/1", "/jobs/1"]
+    assert harness.http.call("poll", "GET", url, handled_statuses=(303,)).status_code == 303
+    with pytest.raises(RetryableVendorError, match="HTTP 302: redirect not followed"):
+        harness.http.call("poll", "GET", url)
+    assert [seen.path for seen in harness.seen] == ["/jobs/1", "/jobs/1", "/jobs/1"]
 
 
 def test_sends_a_user_agent_and_the_request_parts(harness: Harness) -> None:

@@ -114,12 +114,17 @@ The Secret whose keys become environment variables ("" when there is none).
 {{- end }}
 
 {{/*
-The worker's configuration file (contract §4): `config` plus the ledger URL and HTTP port.
+The worker's configuration file (contract §4): `config` plus the ledger URL and the HTTP
+port (and bind address, when `httpHost` is set).
 Fails when a `${NAME}` reference has no source among the inline secrets and `extraEnv`
 (unchecked when the variables may come from `existingSecret` or `extraEnvFrom`).
 */}}
 {{- define "erasure-worker.config" -}}
-{{- $config := dict "kafka" .Values.config.kafka "ledger" (dict "url" (include "erasure-worker.ledgerUrl" .)) "http" (dict "port" .Values.httpPort) "vendors" (.Values.config.vendors | default dict) "deadlines" .Values.config.deadlines }}
+{{- $http := dict "port" .Values.httpPort }}
+{{- with .Values.httpHost }}
+{{- $_ := set $http "host" . }}
+{{- end }}
+{{- $config := dict "kafka" .Values.config.kafka "ledger" (dict "url" (include "erasure-worker.ledgerUrl" .)) "http" $http "vendors" (.Values.config.vendors | default dict) "deadlines" .Values.config.deadlines }}
 {{- $rendered := toYaml $config }}
 {{- if not (or .Values.secrets.existingSecret .Values.extraEnvFrom) }}
 {{- $defined := keys (.Values.secrets.values | default dict) }}

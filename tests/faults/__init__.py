@@ -1,0 +1,1 @@
+"""Fault suite: each test reproduces an operator-found stall or leak (issue 7)."""
