@@ -348,7 +348,7 @@ def test_slow_submit_times_out_and_is_handed_back() -> None:
     sandbox.inject(Fault.delay(3.0), path_prefix=SUBMIT_PREFIX)
     timeouts = calls("submit", "timeout")
     try:
-        with pytest.raises(RetryableVendorError, match=r"no answer within 1.0s"):
+        with pytest.raises(RetryableVendorError, match=r"no answer within 1s"):
             built.adapter.submit([item("a@example.com")])
     finally:
         built.adapter.close()
