@@ -26,14 +26,15 @@ system-deps:
 	fi
 
 lint: install
-	$(VENV)/bin/ruff check consumer tests bench
+	$(VENV)/bin/ruff check consumer devtools tests bench
+	$(VENV)/bin/ruff format --check consumer devtools tests bench
 	$(VENV)/bin/mypy
 
 test: install system-deps lint
 	$(PY) -m pytest
 
 run: install
-	$(PY) -m consumer.demo $(ARGS)
+	$(PY) -m devtools.demo $(ARGS)
 
 bench: install system-deps
 	$(PY) -m bench.ingest

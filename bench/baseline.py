@@ -167,8 +167,15 @@ def measure(job: Job) -> Result:
             record: dict[str, Any] = fastavro.schemaless_reader(buffer, schema, None)  # type: ignore[assignment]
             rid = record["request_id"]
             requests.append(
-                (rid, record["regulation"], to_db(record["requested_at"]), at,
-                 record["source"], record["trace_id"], "RECEIVED")
+                (
+                    rid,
+                    record["regulation"],
+                    to_db(record["requested_at"]),
+                    at,
+                    record["source"],
+                    record["trace_id"],
+                    "RECEIVED",
+                )
             )
             items.extend(
                 (rid, VENDOR, IDENTITY_TYPE, identity["value"], DESTINATION, "QUEUED", at, at, at)

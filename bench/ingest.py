@@ -50,12 +50,12 @@ import fastavro
 import psycopg
 
 from bench.common import IDENTITY_TYPE, Job, Result
-from consumer.codec import encode_request
-from consumer.devbroker import start_broker
-from consumer.devstack import Topics, create_worker_topics, fast_group_config
+from consumer.kafka.codec import encode_request
 from consumer.ledger import open_ledger
 from consumer.model import ErasureRequest, Identity, Regulation
-from tests import pg
+from devtools.broker import start_broker
+from devtools.devstack import Topics, create_worker_topics, fast_group_config
+from tests.support import pg
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -190,8 +190,7 @@ def count_rows(url: str) -> tuple[int, int]:
 def committed_offsets(job: Job) -> dict[int, int]:
     """The group's committed offsets, as the broker has them."""
     consumer = confluent_kafka.Consumer(
-        {"bootstrap.servers": job.bootstrap, "group.id": job.group_id,
-         "enable.auto.commit": False}
+        {"bootstrap.servers": job.bootstrap, "group.id": job.group_id, "enable.auto.commit": False}
     )
     try:
         partitions = [confluent_kafka.TopicPartition(job.input_topic, p) for p in job.targets]
@@ -296,8 +295,11 @@ def backlog_report(
 
 def machine_info(server_dsn: str | None) -> dict[str, Any]:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         None,
     )
     info: dict[str, Any] = {
@@ -336,12 +338,16 @@ def log(message: str) -> None:
 
 def print_report(report: dict[str, Any]) -> None:
     events = report["config"]["events"]
-    print(f"\nIngest throughput, {events:,} events, median of {report['config']['repeat']}"
-          f" (machine: {report['machine']['cpu_count']} CPUs, Python"
-          f" {report['machine']['python']})")
-    header = (f"{'backend':<11} {'baseline ev/s':>13} {'worker ev/s':>11} {'ratio':>6}"
-              f" {'base CPU µs/ev':>14} {'work CPU µs/ev':>14} {'CPU ratio':>9}"
-              f" {'base RSS':>9} {'work RSS':>9}")
+    print(
+        f"\nIngest throughput, {events:,} events, median of {report['config']['repeat']}"
+        f" (machine: {report['machine']['cpu_count']} CPUs, Python"
+        f" {report['machine']['python']})"
+    )
+    header = (
+        f"{'backend':<11} {'baseline ev/s':>13} {'worker ev/s':>11} {'ratio':>6}"
+        f" {'base CPU µs/ev':>14} {'work CPU µs/ev':>14} {'CPU ratio':>9}"
+        f" {'base RSS':>9} {'work RSS':>9}"
+    )
     print(header)
     print("-" * len(header))
     for backend, entry in report["backends"].items():
@@ -355,19 +361,25 @@ def print_report(report: dict[str, Any]) -> None:
         ratios = ", ".join(f"{r:.2f}" for r in entry["ratios_per_round"])
         verdict = "meets" if entry["ratio"] >= TARGET_RATIO else "BELOW"
         print(f"{'':<11} per-round ratios: {ratios}; {verdict} the {TARGET_RATIO}x target")
-    print("ratio: worker/baseline events/s (medians). CPU µs/ev: the measuring process, plus"
-          " its PostgreSQL\nbackend; CPU ratio = baseline/worker CPU per event, steadier than"
-          " wall time on a busy machine.")
+    print(
+        "ratio: worker/baseline events/s (medians). CPU µs/ev: the measuring process, plus"
+        " its PostgreSQL\nbackend; CPU ratio = baseline/worker CPU per event, steadier than"
+        " wall time on a busy machine."
+    )
     backlog = report.get("backlog")
     if backlog:
         print(f"\nMemory against backlog ({backlog['backend']}), medians:")
         for kind in KINDS:
             for row in backlog[kind]["sizes"]:
-                print(f"  {kind:<8} {row['events']:>9,} events: peak RSS"
-                      f" {row['peak_rss_mib']:6.1f} MiB (before consuming"
-                      f" {row['rss_before_mib']:5.1f} MiB), {row['events_per_s']:>7,.0f} ev/s")
-            print(f"  {kind:<8} growth for {backlog['factor']}x the backlog:"
-                  f" {backlog[kind]['peak_rss_growth_mib']:+.1f} MiB")
+                print(
+                    f"  {kind:<8} {row['events']:>9,} events: peak RSS"
+                    f" {row['peak_rss_mib']:6.1f} MiB (before consuming"
+                    f" {row['rss_before_mib']:5.1f} MiB), {row['events_per_s']:>7,.0f} ev/s"
+                )
+            print(
+                f"  {kind:<8} growth for {backlog['factor']}x the backlog:"
+                f" {backlog[kind]['peak_rss_growth_mib']:+.1f} MiB"
+            )
 
 
 def print_profile(path: Path, backend: str, events: int) -> None:
@@ -399,8 +411,10 @@ def run_rounds(
         for kind, backend, count in plan:
             result = measure(kind, backend, dataset, count, server_dsn, kafka_config)
             results.setdefault((kind, backend, count), []).append(result)
-            log(f"round {round_}/{args.repeat}: {kind:<8} {backend:<10} {count:>8,} events:"
-                f" {result.rate:8,.0f} ev/s, peak RSS {result.peak_rss_mib:.0f} MiB")
+            log(
+                f"round {round_}/{args.repeat}: {kind:<8} {backend:<10} {count:>8,} events:"
+                f" {result.rate:8,.0f} ev/s, peak RSS {result.peak_rss_mib:.0f} MiB"
+            )
     if args.profile:
         RESULTS.mkdir(parents=True, exist_ok=True)
         for backend in backends:
@@ -426,7 +440,8 @@ def build_report(
             "batch_size": 1000,
             "kafka_config": {**fast_group_config(), **kafka_config},
             "postgresql_options": (
-                list(pg.FAST_OPTIONS) if args.pg_fast
+                list(pg.FAST_OPTIONS)
+                if args.pg_fast
                 else "defaults (fsync and synchronous_commit on)"
             ),
             "sqlite": "WAL, synchronous=FULL, file in " + tempfile.gettempdir(),
@@ -457,14 +472,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--backlog-factor", type=int, default=4,
-                        help="both sides on SQLite with this many times the events (0: skip)")
-    parser.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
-                        help="librdkafka setting for both consumers (e.g. to try a fix)")
-    parser.add_argument("--pg-fast", action="store_true",
-                        help="PostgreSQL with fsync and synchronous_commit off (as in tests)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also one cProfile'd worker run per backend")
+    parser.add_argument(
+        "--backlog-factor",
+        type=int,
+        default=4,
+        help="both sides on SQLite with this many times the events (0: skip)",
+    )
+    parser.add_argument(
+        "--kafka-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="librdkafka setting for both consumers (e.g. to try a fix)",
+    )
+    parser.add_argument(
+        "--pg-fast",
+        action="store_true",
+        help="PostgreSQL with fsync and synchronous_commit off (as in tests)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also one cProfile'd worker run per backend"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "ingest.json")
     args = parser.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]

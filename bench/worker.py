@@ -30,11 +30,19 @@ from bench.common import (
     reached,
 )
 from bench.pgcpu import backend_cpu_seconds
-from consumer.codec import Codec
-from consumer.config import AcousticSettings, KafkaSettings, VendorSettings
-from consumer.ingest import Ingest
-from consumer.kafka import Consumer, Message, Partition, Producer, consumer_config, producer_config
+from consumer.config import KafkaSettings, VendorSettings
+from consumer.kafka.client import (
+    Consumer,
+    Message,
+    Partition,
+    Producer,
+    consumer_config,
+    producer_config,
+)
+from consumer.kafka.codec import Codec
 from consumer.ledger import open_ledger
+from consumer.pipeline.ingest import Ingest
+from consumer.vendors.acoustic import AcousticSettings
 
 
 class _ObservedConsumer(Consumer):
@@ -85,7 +93,7 @@ def _drop_config_warnings(record: logging.LogRecord) -> bool:
 
 def measure(job: Job) -> Result:
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("consumer.kafka.librdkafka").addFilter(_drop_config_warnings)
+    logging.getLogger("consumer.kafka.client.librdkafka").addFilter(_drop_config_warnings)
     kafka = KafkaSettings(
         bootstrap_servers=job.bootstrap,
         group_id=job.group_id,

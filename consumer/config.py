@@ -13,9 +13,9 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -23,20 +23,22 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
+from consumer.errors import FatalError
 from consumer.model import Regulation
 from consumer.redaction import redact_properties, redact_url
+from consumer.vendors import registry
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
-class ConfigError(Exception):
+class ConfigError(FatalError):
     """The configuration cannot be used; the message names the file and the key."""
 
 
@@ -126,12 +128,7 @@ class VendorSettings(_Settings):
     @field_validator("base_url")
     @classmethod
     def _https_unless_loopback(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be an absolute https:// URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ValueError("must use https:// (plain http is allowed only for loopback hosts)")
-        return url.rstrip("/")
+        return https_unless_loopback(url)
 
     @cached_property
     def identity_types(self) -> frozenset[str]:
@@ -172,132 +169,18 @@ class VendorSettings(_Settings):
         return self
 
 
-class VoyadoSettings(VendorSettings):
-    vendor: ClassVar[str] = "voyado"
-    hard_batch_limit: ClassVar[int | None] = 1
-
-    api_key: SecretStr
-    api_version: Literal["v2", "v3", "v4"] = "v4"
-    identity_type: str = "customer_key"
-    batch_size: int = Field(default=1, ge=1)
-    flush_interval_seconds: float = Field(default=1.0, gt=0)
-    first_poll_after_seconds: float = Field(default=86400.0, ge=0)
-    poll_interval_seconds: float = Field(default=21600.0, gt=0)
-    rate_per_second: float = Field(default=5.0, gt=0)
-
-
-MONETATE_STATUS_CHECKS_PER_POLL = 20
-
-
-class MonetateSettings(VendorSettings):
-    vendor: ClassVar[str] = "monetate"
-
-    shortname: str = Field(min_length=1)
-    dataset: str = Field(min_length=1)
-    api_username: str = Field(min_length=1)
-    private_key: SecretStr
-    status_path: str = "/api/data/v1/{shortname}/production/customer_data_privacy/status/"
-    status_rate_per_second: float = Field(default=1.0, gt=0)
-    overdue_after_seconds: float = Field(default=172800.0, gt=0)
-    first_poll_after_seconds: float = Field(default=86400.0, ge=0)
-    # Each poll checks a slice of a job's ids at status_rate_per_second; hourly polls get
-    # through a full 500-id upload within a day of the first check.
-    poll_interval_seconds: float = Field(default=3600.0, gt=0)
-
-    @field_validator("status_path")
-    @classmethod
-    def _absolute_path(cls, path: str) -> str:
-        if not path.startswith("/"):
-            raise ValueError("must be a path starting with /")
-        return path
-
-    @property
-    def overdue_after(self) -> float | None:
-        return self.overdue_after_seconds
-
-    @property
-    def calls_per_poll(self) -> int:
-        """Monetate answers per customer id: a poll checks a slice of its upload's ids."""
-        return MONETATE_STATUS_CHECKS_PER_POLL
-
-
-ACQUIA_MAX_CALLS_PER_SUBMIT = 32
-"""Calls one Acquia CDP batch may make while it bisects a rejected (400) batch."""
-
-
-class AcquiaCdpSettings(VendorSettings):
-    vendor: ClassVar[str] = "acquia_cdp"
-    hard_batch_limit: ClassVar[int | None] = 200
-
-    auth_url: str
-    tenant_id: int = Field(ge=1)
-    username: str = Field(min_length=1)
-    password: SecretStr
-    token_field: str = "access_token"  # noqa: S105 (a field name, not a secret)
-    weekly_quota: int = Field(default=9990, ge=1)
-    batch_size: int = Field(default=200, ge=1)
-
-    @field_validator("auth_url")
-    @classmethod
-    def _auth_url_https(cls, url: str) -> str:
-        return VendorSettings._https_unless_loopback(url)
-
-    @property
-    def rolling_quota(self) -> tuple[int, float] | None:
-        return self.weekly_quota, 7 * 86400.0
-
-    @property
-    def calls_per_submit(self) -> int:
-        return ACQUIA_MAX_CALLS_PER_SUBMIT
-
-
-class AcousticSettings(VendorSettings):
-    vendor: ClassVar[str] = "acoustic"
-
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr
-    refresh_token: SecretStr
-    database_ids: tuple[int, ...] = Field(min_length=1)
-    lookup_fields: dict[str, str] = Field(default_factory=lambda: {"EMAIL": "email"})
-    identity_type: str = "email"
-    batch_size: int = Field(default=5000, ge=1)
-    first_poll_after_seconds: float = Field(default=60.0, ge=0)
-    poll_interval_seconds: float = Field(default=60.0, gt=0)
-    max_job_age_seconds: float = Field(default=7 * 86400.0, gt=0)  # jobs take minutes
-
-    @field_validator("lookup_fields")
-    @classmethod
-    def _one_to_five_fields(cls, fields: dict[str, str]) -> dict[str, str]:
-        if not 1 <= len(fields) <= 5:
-            raise ValueError("Acoustic allows 1 to 5 GDPR lookup fields")
-        for column, identity_type in fields.items():
-            if not column or not identity_type:
-                raise ValueError("lookup field names and identity types must be non-empty")
-        return fields
-
-    @cached_property
-    def identity_types(self) -> frozenset[str]:
-        return frozenset(self.lookup_fields.values())
-
-    @cached_property
-    def destinations(self) -> tuple[str | None, ...]:
-        return tuple(str(database_id) for database_id in self.database_ids)
-
-
 class VendorsSettings(_Settings):
-    voyado: VoyadoSettings | None = None
-    monetate: MonetateSettings | None = None
-    acquia_cdp: AcquiaCdpSettings | None = None
-    acoustic: AcousticSettings | None = None
+    """The `vendors:` section: one optional key per vendor of `consumer.vendors.registry`.
+
+    This class declares no vendor itself: `load_settings` validates with a subclass built
+    from the registry (`settings_model`), so a vendor added there can be configured without
+    editing this module, and a misspelt vendor is still an unknown key.
+    """
 
     def enabled(self) -> dict[str, VendorSettings]:
-        sections: dict[str, VendorSettings | None] = {
-            "voyado": self.voyado,
-            "monetate": self.monetate,
-            "acquia_cdp": self.acquia_cdp,
-            "acoustic": self.acoustic,
-        }
-        return {name: section for name, section in sections.items() if section is not None}
+        """The configured vendors by name, in registry order."""
+        sections = ((name, getattr(self, name)) for name in type(self).model_fields)
+        return {name: section for name, section in sections if section is not None}
 
 
 class DeadlineSettings(_Settings):
@@ -336,9 +219,33 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(f"{path}: the configuration must be a YAML mapping")
     expanded = _expand(raw, environment, path, ())
     try:
-        return Settings.model_validate(expanded)
+        return settings_model().model_validate(expanded)
     except ValidationError as error:
         raise ConfigError(f"{path}: {format_validation_error(error)}") from None
+
+
+def settings_model() -> type[Settings]:
+    """`Settings` whose `vendors:` section takes every vendor the registry knows now."""
+    return _settings_model(vendors_model())
+
+
+def vendors_model() -> type[VendorsSettings]:
+    """The `vendors:` section: one optional key per vendor the registry knows now."""
+    known = registry.entries().items()
+    return _vendors_model(tuple((name, entry.settings) for name, entry in known))
+
+
+@cache
+def _vendors_model(vendors: tuple[tuple[str, type[VendorSettings]], ...]) -> type[VendorsSettings]:
+    sections: dict[str, Any] = {name: (settings | None, None) for name, settings in vendors}
+    return create_model("VendorsSettings", __base__=VendorsSettings, **sections)
+
+
+@cache
+def _settings_model(vendors: type[VendorsSettings]) -> type[Settings]:
+    return create_model(
+        "Settings", __base__=Settings, vendors=(vendors, Field(default_factory=vendors))
+    )
 
 
 def format_validation_error(error: ValidationError) -> str:
@@ -378,6 +285,17 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     if mark is None:
         return str(problem)
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def https_unless_loopback(url: str) -> str:
+    """A vendor URL, without its trailing slash: https, or plain http to a loopback host
+    (a sandbox); anything else raises ValueError (a validation message)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("must be an absolute https:// URL")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError("must use https:// (plain http is allowed only for loopback hosts)")
+    return url.rstrip("/")
 
 
 def _is_loopback(host: str) -> bool:

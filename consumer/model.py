@@ -10,8 +10,6 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-VENDOR_NAMES = ("voyado", "monetate", "acquia_cdp", "acoustic")
-
 
 class Regulation(enum.StrEnum):
     GDPR = "GDPR"

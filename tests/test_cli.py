@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from consumer import devstack
-from consumer.devbroker import free_port
-from consumer.sandbox.acoustic import AcousticSandbox
-from consumer.sandbox.fleet import MONETATE_DATASET, SandboxFleet
-from consumer.sandbox.monetate import DEFAULT_SHORTNAME
+from devtools import devstack
+from devtools.broker import free_port
+from devtools.sandbox.acoustic import AcousticSandbox
+from devtools.sandbox.acquia_cdp import AcquiaCdpSandbox
+from devtools.sandbox.fleet import MONETATE_DATASET, SandboxFleet
+from devtools.sandbox.monetate import DEFAULT_SHORTNAME, MonetateSandbox
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_setup_has_nothing_to_do_for_acoustic(
 
 
 def test_setup_then_check_across_all_four_vendors(tmp_path: Path, kafka_bootstrap: str) -> None:
-    with SandboxFleet(monetate_dataset=False) as fleet:
+    with SandboxFleet(set_up=False) as fleet:
         path = devstack.write_config(
             tmp_path / "config.yaml",
             bootstrap=kafka_bootstrap,
@@ -89,9 +90,11 @@ def test_setup_then_check_across_all_four_vendors(tmp_path: Path, kafka_bootstra
         created = run_cli("setup", "--config", str(path))
         again = run_cli("setup", "--config", str(path))
         after = run_cli("check", "--config", str(path))
-        assert fleet.acquia_cdp.open_sessions() == 0, "check logs its Acquia session out"
-        assert fleet.monetate.has_dataset(MONETATE_DATASET)
-        schema_calls = {(c.method, c.path) for c in fleet.monetate.calls if "/schema/" in c.path}
+        monetate = fleet.sandbox(MonetateSandbox)
+        acquia_sessions = fleet.sandbox(AcquiaCdpSandbox).open_sessions()
+        assert acquia_sessions == 0, "check logs its Acquia session out"
+        assert monetate.has_dataset(MONETATE_DATASET)
+        schema_calls = {(c.method, c.path) for c in monetate.calls if "/schema/" in c.path}
     # Monetate documents no read of a dataset: check cannot tell, says so, and points to setup.
     assert before.returncode == 0, before.stdout + before.stderr
     assert f"dataset {MONETATE_DATASET} not checked" in before.stdout

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from consumer.ledger.base import Ledger, LedgerRejected, LedgerUnavailable
 from consumer.ledger.postgres import PostgresLedger
+from consumer.ledger.protocol import Ledger, LedgerRejected, LedgerUnavailable
 from consumer.ledger.sqlite import SqliteLedger
 
 __all__ = ["Ledger", "LedgerRejected", "LedgerUnavailable", "open_ledger"]

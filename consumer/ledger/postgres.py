@@ -14,6 +14,7 @@ connection stays usable for the rows that follow.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -25,15 +26,18 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg.sql import SQL, Identifier
 
-from consumer.ledger._common import Conflict, SqlLedger, schema, utc
-from consumer.ledger._derive import Row
-from consumer.ledger.base import LedgerRejected, LedgerUnavailable
+from consumer.ledger.backend import Conflict, Tx, utc
+from consumer.ledger.protocol import LedgerRejected, LedgerUnavailable
+from consumer.ledger.rows import Row
+from consumer.ledger.sql import SqlLedger
 
 CONNECT_TIMEOUT_SECONDS = 5
 # Waiting longer than SQLite's busy timeout for a row lock means something is stuck.
 LOCK_TIMEOUT = "5s"
 # Any constant works; it only has to be the same in every replica.
 _MIGRATE_LOCK_KEY = 0x45524153  # "ERAS"
+STREAM_BATCH = 1000
+_stream_names = itertools.count()
 # Errors about the data itself: class 22 (psycopg's DataError, also raised before sending
 # for a NUL), 54000 (an index row over the btree limit, e.g. a 2.7 KB vendor name in a
 # primary key) and text Python cannot encode as UTF-8 (lone surrogates).
@@ -68,6 +72,14 @@ class _PgTx:
         if params:
             self._cursor.executemany(_placeholders(sql), params)
 
+    def stream(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
+        """A server-side cursor, fetched STREAM_BATCH rows at a time."""
+        name = f"stream_{next(_stream_names)}"
+        with self._cursor.connection.cursor(name=name) as cursor:
+            cursor.itersize = STREAM_BATCH
+            cursor.execute(_placeholders(sql), params)
+            yield from cursor
+
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         """COPY: several times faster than executemany for ingest's thousands of rows."""
         if not rows:
@@ -83,11 +95,13 @@ class _PgTx:
 class PostgresLedger(SqlLedger):
     """A `Ledger` in a PostgreSQL database given by a libpq URL."""
 
+    dialect = "postgres"
     in_array = "= ANY(?)"
     lock_rows = " FOR UPDATE"
     skip_locked = " FOR UPDATE OF {} SKIP LOCKED"
     # Stable within one statement; unlike now() it does not lag by the transaction's age.
     db_now = "statement_timestamp()"
+    snapshot = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -156,12 +170,9 @@ class PostgresLedger(SqlLedger):
     def _array(self, values: Sequence[object]) -> list[object]:
         return list(values)
 
-    def migrate(self) -> None:
-        with self._transaction(write=True) as tx:
-            # Replicas starting together would race on CREATE ... IF NOT EXISTS otherwise.
-            tx.rows("SELECT pg_advisory_xact_lock(?)", (_MIGRATE_LOCK_KEY,))
-            for statement in schema("postgres.sql"):
-                tx.rows(statement)
+    def _lock_for_migration(self, tx: Tx) -> None:
+        # Replicas starting together would race on CREATE ... IF NOT EXISTS otherwise.
+        tx.rows("SELECT pg_advisory_xact_lock(?)", (_MIGRATE_LOCK_KEY,))
 
     def ping(self) -> None:
         with self._transaction(write=False) as tx:

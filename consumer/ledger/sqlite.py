@@ -26,14 +26,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from consumer.ledger._common import SqlLedger, schema, utc
-from consumer.ledger._derive import Row
-from consumer.ledger.base import LedgerRejected, LedgerUnavailable
+from consumer.clock import SYSTEM_CLOCK
+from consumer.ledger.backend import Tx, utc
+from consumer.ledger.protocol import LedgerRejected, LedgerUnavailable
+from consumer.ledger.rows import Row
+from consumer.ledger.sql import SqlLedger
 
 BUSY_TIMEOUT_SECONDS = 5.0
 # How long `ping` waits for the write lock: well within a readiness probe's timeout, and
 # longer than the ledger's own write transactions normally hold the lock.
 PING_WAIT_SECONDS = 1.0
+STREAM_BATCH = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # Errors that mean "cannot get at the file now", as opposed to bugs such as bad SQL.
@@ -53,6 +56,11 @@ class _SqliteTx:
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         self.many(_insert_sql(table, tuple(columns)), rows)
+
+    def stream(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
+        cursor = self._conn.execute(sql, params)
+        while batch := cursor.fetchmany(STREAM_BATCH):
+            yield from batch
 
 
 @functools.lru_cache(maxsize=16)
@@ -93,6 +101,10 @@ def _connect(path: str) -> sqlite3.Connection:
         _enable_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Freed space is zeroed, so an identity value that minimisation or retention removed
+        # (or an older copy of a row that moved) is gone from the file's bytes; on every
+        # connection, since any writer may leave a copy behind.
+        conn.execute("PRAGMA secure_delete = ON")
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
     except BaseException:
         conn.close()
@@ -104,13 +116,13 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
     """Switch to WAL, waiting out other connections doing the same: the switch of a new
     file takes an exclusive lock that SQLite's busy handler does not wait for, so several
     loops (or a watcher and the worker) opening a fresh ledger at once would collide."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    deadline = SYSTEM_CLOCK.monotonic() + BUSY_TIMEOUT_SECONDS
     while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+            if "locked" not in str(exc).lower() or SYSTEM_CLOCK.monotonic() >= deadline:
                 raise
             time.sleep(0.01)
 
@@ -118,6 +130,7 @@ def _enable_wal(conn: sqlite3.Connection) -> None:
 class SqliteLedger(SqlLedger):
     """A `Ledger` in one SQLite file; the file and its directory are created on first use."""
 
+    dialect = "sqlite"
     in_array = "IN (SELECT value FROM json_each(?))"
     # Microseconds since the epoch, from SQLite's millisecond clock (rounding undoes the
     # float error of julianday(), which is far below a millisecond).
@@ -160,10 +173,8 @@ class SqliteLedger(SqlLedger):
     def _array(self, values: Sequence[object]) -> str:
         return json.dumps(values)
 
-    def migrate(self) -> None:
-        with self._transaction(write=True) as tx:
-            for statement in schema("sqlite.sql"):
-                tx.rows(statement)
+    def _lock_for_migration(self, tx: Tx) -> None:
+        """Nothing to take: the migrating transaction began with `BEGIN IMMEDIATE`."""
 
     def ping(self) -> None:
         """Take the write lock and give it back, waiting at most PING_WAIT_SECONDS: a file
@@ -177,6 +188,14 @@ class SqliteLedger(SqlLedger):
                 conn.execute("ROLLBACK")
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+
+    def scrub(self) -> bool:
+        """Copy the WAL into the file and truncate it: the WAL still holds the page images
+        from before minimisation or retention, identity values included. False while a
+        reader keeps an older snapshot (the WAL then stays; the next scrub will do it)."""
+        with _translated_errors():
+            ((busy, _, _),) = self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return not busy
 
     def close(self) -> None:
         if self._conn is not None:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
+from pydantic import Field, SecretStr, field_validator
 
-from consumer.config import AcousticSettings
+from consumer.config import VendorSettings
+from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
@@ -35,7 +38,7 @@ from consumer.vendors.base import (
     unpaced,
 )
 from consumer.vendors.http import TokenAuth, VendorHttp, token_answer
-from consumer.work import DueJob, WorkItem
+from consumer.vendors.registry import VendorEntry
 
 CSV_CONTENT_TYPE = "text/csv;charset=UTF-8"
 ARCHIVED_DETAIL = "per-contact results unavailable: job archived"
@@ -51,6 +54,41 @@ _FAILED_STATUSES = frozenset({"FAILED", "ERROR"})
 _ARCHIVED_STATUSES = frozenset({"SUCCESS", "COMPLETE"})
 
 Line = tuple[str, str]
+
+
+class AcousticSettings(VendorSettings):
+    """`vendors.acoustic`: one job per database, looked up by up to five columns."""
+
+    vendor: ClassVar[str] = "acoustic"
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    refresh_token: SecretStr
+    database_ids: tuple[int, ...] = Field(min_length=1)
+    lookup_fields: dict[str, str] = Field(default_factory=lambda: {"EMAIL": "email"})
+    identity_type: str = "email"
+    batch_size: int = Field(default=5000, ge=1)
+    first_poll_after_seconds: float = Field(default=60.0, ge=0)
+    poll_interval_seconds: float = Field(default=60.0, gt=0)
+    max_job_age_seconds: float = Field(default=7 * 86400.0, gt=0)  # jobs take minutes
+
+    @field_validator("lookup_fields")
+    @classmethod
+    def _one_to_five_fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        if not 1 <= len(fields) <= 5:
+            raise ValueError("Acoustic allows 1 to 5 GDPR lookup fields")
+        for column, identity_type in fields.items():
+            if not column or not identity_type:
+                raise ValueError("lookup field names and identity types must be non-empty")
+        return fields
+
+    @cached_property
+    def identity_types(self) -> frozenset[str]:
+        return frozenset(self.lookup_fields.values())
+
+    @cached_property
+    def destinations(self) -> tuple[str | None, ...]:
+        return tuple(str(database_id) for database_id in self.database_ids)
 
 
 class AcousticAdapter:
@@ -323,3 +361,10 @@ def _item_outcome(
     if any(deleted for _, deleted in verdicts):
         return ItemOutcome(item.item_id, Status.COMPLETED)
     return ItemOutcome(item.item_id, Status.NOT_FOUND)
+
+
+VENDOR = VendorEntry(
+    "acoustic",
+    AcousticSettings,
+    adapter=lambda settings, http, _sleep: AcousticAdapter(settings, http),
+)

@@ -26,11 +26,13 @@ import re
 from collections import deque
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
+from pydantic import Field, SecretStr, field_validator
 
-from consumer.config import ACQUIA_MAX_CALLS_PER_SUBMIT, AcquiaCdpSettings
+from consumer.config import VendorSettings, https_unless_loopback
+from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
@@ -45,13 +47,14 @@ from consumer.vendors.base import (
     unpaced,
 )
 from consumer.vendors.http import TokenAuth, VendorHttp, token_answer, vendor_error_summary
-from consumer.work import DueJob, WorkItem
+from consumer.vendors.registry import VendorEntry
 
 log = logging.getLogger(__name__)
 
 MAX_IDS_PER_CALL = 200
-# Isolating one rejected id in a full batch takes 17 calls, two take about 31.
-MAX_CALLS_PER_SUBMIT = ACQUIA_MAX_CALLS_PER_SUBMIT
+MAX_CALLS_PER_SUBMIT = 32
+"""Calls one batch may make while it bisects a rejected (400) batch: isolating one
+rejected id in a full batch takes 17 calls, two take about 31."""
 REQUEST_ORIGIN = "Data Erasure"
 # Answer lists in increasing precedence: an id Acquia lists twice takes the later list.
 _ANSWER_LISTS: tuple[tuple[str, Status], ...] = (
@@ -63,6 +66,34 @@ _ANSWER_LISTS: tuple[tuple[str, Status], ...] = (
 _SAFE_EVENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}")
 
 Verdict = tuple[Status, str | None]
+
+
+class AcquiaCdpSettings(VendorSettings):
+    """`vendors.acquia_cdp`: sessions, 200 ids a call and a rolling weekly quota."""
+
+    vendor: ClassVar[str] = "acquia_cdp"
+    hard_batch_limit: ClassVar[int | None] = MAX_IDS_PER_CALL
+
+    auth_url: str
+    tenant_id: int = Field(ge=1)
+    username: str = Field(min_length=1)
+    password: SecretStr
+    token_field: str = "access_token"  # noqa: S105 (a field name, not a secret)
+    weekly_quota: int = Field(default=9990, ge=1)
+    batch_size: int = Field(default=MAX_IDS_PER_CALL, ge=1)
+
+    @field_validator("auth_url")
+    @classmethod
+    def _auth_url_https(cls, url: str) -> str:
+        return https_unless_loopback(url)
+
+    @property
+    def rolling_quota(self) -> tuple[int, float] | None:
+        return self.weekly_quota, 7 * 86400.0
+
+    @property
+    def calls_per_submit(self) -> int:
+        return MAX_CALLS_PER_SUBMIT
 
 
 class AcquiaCdpAdapter:
@@ -340,3 +371,10 @@ def _json_object(response: requests.Response) -> dict[str, Any] | None:
     except ValueError:
         return None
     return body if isinstance(body, dict) else None
+
+
+VENDOR = VendorEntry(
+    "acquia_cdp",
+    AcquiaCdpSettings,
+    adapter=lambda settings, http, _sleep: AcquiaCdpAdapter(settings, http),
+)

@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from consumer.errors import ErasureError, FatalError, RejectedError, TransientError
+from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
-from consumer.work import DueJob, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,11 @@ _reported_words: set[tuple[str, str]] = set()
 _reported_lock = threading.Lock()
 
 
-class VendorError(Exception):
+class VendorError(ErasureError):
     """A vendor call failed; `str(error)` never contains identity values or secrets."""
 
 
-class RetryableVendorError(VendorError):
+class RetryableVendorError(VendorError, TransientError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
@@ -54,11 +55,11 @@ class VendorRateLimited(RetryableVendorError):
     pass
 
 
-class PermanentVendorError(VendorError):
+class PermanentVendorError(VendorError, RejectedError):
     pass
 
 
-class VendorAuthError(VendorError):
+class VendorAuthError(VendorError, FatalError):
     pass
 
 

@@ -14,12 +14,14 @@ configuration too.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import quote
 
 import requests
+from pydantic import Field, SecretStr
 
-from consumer.config import VoyadoSettings
+from consumer.config import VendorSettings
+from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
@@ -35,7 +37,7 @@ from consumer.vendors.base import (
     unpaced,
 )
 from consumer.vendors.http import VendorHttp, vendor_error_summary
-from consumer.work import DueJob, WorkItem
+from consumer.vendors.registry import VendorEntry
 
 API_PREFIXES: Mapping[str, str] = {
     "v2": "/api/v2/event-data",
@@ -53,6 +55,22 @@ _OPEN_STATUSES = {
     "waiting": Status.SUBMITTED,
     "running": Status.IN_PROGRESS,
 }
+
+
+class VoyadoSettings(VendorSettings):
+    """`vendors.voyado`: one customer key per call, and jobs that take days."""
+
+    vendor: ClassVar[str] = "voyado"
+    hard_batch_limit: ClassVar[int | None] = 1
+
+    api_key: SecretStr
+    api_version: Literal["v2", "v3", "v4"] = "v4"
+    identity_type: str = "customer_key"
+    batch_size: int = Field(default=1, ge=1)
+    flush_interval_seconds: float = Field(default=1.0, gt=0)
+    first_poll_after_seconds: float = Field(default=86400.0, ge=0)
+    poll_interval_seconds: float = Field(default=21600.0, gt=0)
+    rate_per_second: float = Field(default=5.0, gt=0)
 
 
 class VoyadoAdapter:
@@ -223,3 +241,8 @@ def _status_word(response: requests.Response, operation: str) -> str:
     if not isinstance(status, str):
         raise PermanentVendorError(f"voyado {operation}: job status answer without a status")
     return status.strip().lower()
+
+
+VENDOR = VendorEntry(
+    "voyado", VoyadoSettings, adapter=lambda settings, http, _sleep: VoyadoAdapter(settings, http)
+)

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from consumer import cli, devstack
-from consumer.sandbox import acquia_cdp, monetate
-from consumer.sandbox.fleet import ACOUSTIC_DATABASE, MONETATE_DATASET, SECRETS, SandboxFleet
+from consumer import cli
+from devtools.sandbox import acquia_cdp, monetate
+from devtools.sandbox.fleet import ACOUSTIC_DATABASE, MONETATE_DATASET, SECRETS, SandboxFleet
+from devtools.sandbox.monetate import MonetateSandbox
+from tests.support.worker import worker_setup
 
 MONETATE_ACCOUNT = f"/api/data/v1/{monetate.DEFAULT_SHORTNAME}/production"
 CDP_ERASURE = f"/v2/{acquia_cdp.DEFAULT_TENANT_ID}/dw/dataerasure"
@@ -130,17 +132,14 @@ def test_setup_and_check_use_documented_calls_only(
     is created once, and `check` says it cannot verify the dataset rather than guessing."""
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    with SandboxFleet(monetate_dataset=False) as fresh:
-        path = devstack.write_config(
-            tmp_path / "config.yaml",
-            bootstrap=kafka_bootstrap,
-            topics=devstack.Topics.unique("docs"),
-            ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-            vendors=fresh.vendors_config(),
+    with SandboxFleet(set_up=False) as fresh:
+        setup = worker_setup(
+            tmp_path, kafka_bootstrap, "docs", partitions=1, vendors=fresh.vendors_config()
         )
+        path = setup.config_path
         outputs = [run("setup", path), run("setup", path), run("check", path)]
         calls = {vendor: sandbox.calls for vendor, sandbox in fresh.all.items()}
-        assert fresh.monetate.has_dataset(MONETATE_DATASET)
+        assert fresh.sandbox(MonetateSandbox).has_dataset(MONETATE_DATASET)
     assert [code for code, _ in outputs] == [0, 0, 0], outputs
     unrouted = [
         (vendor, call.method, call.path, call.status)

@@ -12,36 +12,25 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from consumer import devstack
-from consumer.devbroker import free_port
-from consumer.httpserver import MAX_CONNECTIONS, SOCKET_TIMEOUT_SECONDS, HttpServer
-from tests.kafka_helpers import wait_until
+from consumer.runtime.httpserver import MAX_CONNECTIONS, SOCKET_TIMEOUT_SECONDS, HttpServer
+from devtools import devstack
+from tests.support.http import http_status
+from tests.support.waiting import wait_until
+from tests.support.worker import wait_ready, worker_setup
 
 ANSWER_WITHIN_SECONDS = 1.0
 
 
-def get(port: int, path: str, timeout: float = ANSWER_WITHIN_SECONDS) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read()
-
-
-def timed_get(port: int, path: str) -> tuple[int, float]:
+def timed_get(port: int, path: str) -> tuple[int | None, float]:
     started = time.monotonic()
-    status, _ = get(port, path)
+    status = http_status(port, path, timeout=ANSWER_WITHIN_SECONDS)
     return status, time.monotonic() - started
 
 
@@ -56,40 +45,30 @@ def stallers(stack: ExitStack, port: int) -> list[socket.socket]:
 def test_a_real_worker_answers_past_idle_and_half_sent_connections(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    topics = devstack.Topics.unique("http")
-    devstack.create_worker_topics(kafka_bootstrap, topics, partitions=1)
-    port = free_port()
-    config_path = devstack.write_config(
-        tmp_path / "config.yaml",
-        bootstrap=kafka_bootstrap,
-        topics=topics,
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+    setup = worker_setup(
+        tmp_path,
+        kafka_bootstrap,
+        "http",
+        partitions=1,
         vendors={},
-        http_port=port,
+        edit=lambda config: config["http"].update(host="127.0.0.1"),
     )
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    config["http"]["host"] = "127.0.0.1"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    worker = devstack.start_worker(config_path, tmp_path / "worker.log")
+    worker = setup.start_worker()
     try:
-        wait_until(lambda: readyz_ok(port), 30, "the worker to be ready", interval=0.1)
+        wait_ready(setup, worker)
         with ExitStack() as stack:
-            stallers(stack, port)
-            answers = {path: timed_get(port, path) for path in ("/healthz", "/readyz", "/metrics")}
+            stallers(stack, setup.http_port)
+            answers = {
+                path: timed_get(setup.http_port, path)
+                for path in ("/healthz", "/readyz", "/metrics")
+            }
     finally:
         exit_code = devstack.stop_worker(worker)
-    log = (tmp_path / "worker.log").read_text(encoding="utf-8", errors="replace")
+    log = setup.log_text()
     assert {path: status for path, (status, _) in answers.items()} == dict.fromkeys(answers, 200)
     assert max(seconds for _, seconds in answers.values()) < ANSWER_WITHIN_SECONDS
     assert exit_code == 0, log[-3000:]
     assert "Traceback" not in log
-
-
-def readyz_ok(port: int) -> bool:
-    try:
-        return get(port, "/readyz", timeout=2.0)[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -111,7 +90,7 @@ def test_a_hung_probe_answers_503_in_bounded_time_and_blocks_nothing_else(
     server_with_stuck_readiness: tuple[HttpServer, threading.Event],
 ) -> None:
     server, release = server_with_stuck_readiness
-    results: list[tuple[int, float]] = []
+    results: list[tuple[int | None, float]] = []
     askers = [
         threading.Thread(target=lambda: results.append(timed_get(server.port, "/readyz")))
         for _ in range(4)
@@ -124,7 +103,7 @@ def test_a_hung_probe_answers_503_in_bounded_time_and_blocks_nothing_else(
     assert [status for status, _ in results] == [503] * 4
     assert max(seconds for _, seconds in results) < ANSWER_WITHIN_SECONDS
     release.set()
-    wait_until(lambda: get(server.port, "/readyz")[0] == 200, 5, "readiness to answer again")
+    wait_until(lambda: http_status(server.port, "/readyz") == 200, 5, "readiness to answer again")
 
 
 def test_connections_past_the_limit_are_closed_and_idle_ones_time_out() -> None:
@@ -137,7 +116,9 @@ def test_connections_past_the_limit_are_closed_and_idle_ones_time_out() -> None:
             wait_until(lambda: refused_at_once(server.port), 5, "an extra connection refused")
             started = time.monotonic()
             wait_until(
-                lambda: answers(server.port), SOCKET_TIMEOUT_SECONDS + 3, "idle ones dropped"
+                lambda: http_status(server.port, "/healthz", ANSWER_WITHIN_SECONDS) == 200,
+                SOCKET_TIMEOUT_SECONDS + 3,
+                "idle ones dropped",
             )
             waited = time.monotonic() - started
         assert waited < SOCKET_TIMEOUT_SECONDS + 2
@@ -153,13 +134,6 @@ def refused_at_once(port: int) -> bool:
             return extra.recv(1024) == b""
         except ConnectionResetError:  # closed with our request unread: a reset
             return True
-
-
-def answers(port: int) -> bool:
-    try:
-        return get(port, "/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 def non_loopback_address() -> str | None:

@@ -19,28 +19,15 @@ of its own, so where Kafka must refuse a size the producer gets a 1,000,000-byte
 from __future__ import annotations
 
 import dataclasses
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import confluent_kafka
 import pytest
-from pydantic import SecretStr
 
-from consumer import devstack
-from consumer.codec import (
-    Codec,
-    CodecError,
-    UndecodableMessage,
-    decode_status_event,
-    encode_request,
-)
-from consumer.config import KafkaSettings, VendorSettings, VoyadoSettings
-from consumer.devbroker import DevBroker, start_broker
-from consumer.fanout import plan_request
-from consumer.ingest import LEDGER_REFUSED, Ingest, IngestTuning
-from consumer.kafka import (
+from consumer.config import KafkaSettings
+from consumer.kafka.client import (
     Consumer,
     OutgoingMessage,
     Producer,
@@ -48,53 +35,44 @@ from consumer.kafka import (
     create_topics,
     producer_config,
 )
-from consumer.ledger import Ledger, LedgerUnavailable, open_ledger
-from consumer.ledger.postgres import PostgresLedger
-from consumer.ledger.sqlite import SqliteLedger
-from consumer.metrics import REGISTRY
-from consumer.model import ErasureRequest, Identity, Regulation, Status
-from consumer.outbox import OutboxPublisher, OutboxTuning
-from consumer.work import NewRequest, RecordResult
-from tests import pg
-from tests.kafka_helpers import committed_offsets, kafka_settings, produce, read_all, wait_until
-from tests.worker_helpers import (
-    TERMINAL,
-    deduplicated,
-    http_get,
-    invariant_violations,
-    status_reader,
-    wait_ready,
-    worker_stack,
+from consumer.kafka.codec import (
+    Codec,
+    CodecError,
+    UndecodableMessage,
+    decode_status_event,
 )
+from consumer.ledger import Ledger, open_ledger
+from consumer.ledger.postgres import PostgresLedger
+from consumer.ledger.records import NewRequest, RecordResult
+from consumer.model import ErasureRequest, Status
+from consumer.pipeline.fanout import plan_request
+from consumer.pipeline.ingest import LEDGER_REFUSED, Ingest
+from consumer.pipeline.outbox import OutboxPublisher, OutboxTuning
+from consumer.runtime.metrics import REGISTRY
+from devtools import devstack
+from devtools.broker import DevBroker, start_broker
+from tests.support import pg
+from tests.support.contract import TERMINAL, deduplicated, invariant_violations
+from tests.support.http import http_status
+from tests.support.kafka import committed, kafka_settings, produce, read_all
+from tests.support.pipeline import (
+    ENABLED,
+    FAST_INGEST,
+    SECRET,
+    OutageLedger,
+    a_request,
+    counter,
+    drive,
+    record_of,
+    shut_down,
+)
+from tests.support.topics import StatusReader, as_record
+from tests.support.waiting import wait_until
+from tests.support.worker import wait_ready, worker_stack
 
-ENABLED: dict[str, VendorSettings] = {
-    "voyado": VoyadoSettings(base_url="https://voyado.example", api_key=SecretStr("k"))
-}
-FAST = IngestTuning(batch_size=500, retry_initial=0.1, retry_max=0.5, delivery_timeout=5.0)
 OUTBOX_TUNING = OutboxTuning(lease_seconds=5.0, delivery_timeout=3.0)
-SECRET = "jane.doe@example.com"
 KAFKA_DEFAULT_LIMIT = 1_000_000
 OVERSIZE = 1_200_000
-
-
-def a_request(vendors: tuple[str, ...] | None = None) -> ErasureRequest:
-    return ErasureRequest(
-        request_id=str(uuid.uuid4()),
-        requested_at=datetime(2024, 5, 1, tzinfo=UTC),
-        regulation=Regulation.GDPR,
-        identities=(Identity("customer_key", "K-1"), Identity("email", SECRET)),
-        vendors=vendors,
-        source="crm",
-        trace_id=None,
-    )
-
-
-def record_of(request: ErasureRequest) -> tuple[bytes, bytes]:
-    return request.request_id.encode(), encode_request(request)
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def produce_large(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
@@ -108,48 +86,11 @@ def produce_large(bootstrap: str, topic: str, records: Sequence[tuple[bytes, byt
     assert producer.flush(10) == 0, "test records not delivered"
 
 
-def committed(kafka: KafkaSettings) -> dict[int, int]:
-    return committed_offsets(kafka.bootstrap_servers, kafka.group_id, kafka.input_topic)
-
-
-def drive(ingest: Ingest, condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Step the ingest loop on this thread until `condition` holds."""
-
-    def stepped() -> object:
-        ingest.poll_once()
-        return condition()
-
-    wait_until(stepped, timeout, what, interval=0)
-
-
-def shut_down(ingest: Ingest) -> None:
-    """Stop as the worker does: commit, leave the group, close the producer."""
-    ingest.stop()
-    ingest.run()
-
-
-def headers_of(message: confluent_kafka.Message) -> dict[str, bytes]:
-    raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return {
-        name: value if isinstance(value, bytes) else (value or "").encode() for name, value in pairs
-    }
-
-
 @pytest.fixture
 def private_broker() -> Iterator[DevBroker]:
     """A Tansu of this test's own, which it may kill and restart (empty) at will."""
     with start_broker() as broker:
         yield broker
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    ledger = open_ledger(url)
-    ledger.migrate()
-    ledger.close()
-    return url
 
 
 # --------------------------------------------------------------------------- item 1
@@ -168,7 +109,7 @@ def test_a_producer_stranded_by_a_broker_restart_is_rebuilt(private_broker: DevB
     )
 
     rebuilds = sum(
-        metric("erasure_kafka_producer_rebuilds_total", producer="restart-test", reason=reason)
+        counter("erasure_kafka_producer_rebuilds_total", producer="restart-test", reason=reason)
         for reason in ("fatal", "unconfirmed")
     )
     assert rebuilds >= 1, "the stranded producer recovered without being rebuilt?"
@@ -198,8 +139,8 @@ def test_a_broker_restart_under_a_running_worker_loses_nothing(
                 "the first requests recorded and announced",
             )
             private_broker.stop()
-            wait_until(lambda: answer(stack.http_port, "/readyz") == 503, 10, "/readyz 503")
-            assert answer(stack.http_port, "/healthz") == 200, "the worker itself is fine"
+            wait_until(lambda: http_status(stack.http_port, "/readyz") == 503, 10, "/readyz 503")
+            assert http_status(stack.http_port, "/healthz") == 200, "the worker itself is fine"
 
             private_broker.restart()
             devstack.create_worker_topics(bootstrap, stack.topics)
@@ -212,7 +153,7 @@ def test_a_broker_restart_under_a_running_worker_loses_nothing(
             )
         finally:
             ledger.close()
-        with status_reader(bootstrap, stack.topics.status) as reader:
+        with StatusReader(bootstrap, stack.topics.status) as reader:
             reader.read_to_end(bootstrap)
             records, problems = deduplicated(reader.status_records())
         after_ids = {r.request_id for r in after}
@@ -228,11 +169,6 @@ def test_a_broker_restart_under_a_running_worker_loses_nothing(
         assert worker.poll() is None
 
 
-def answer(port: int, path: str) -> int | None:
-    reply = http_get(port, path, timeout=5.0)
-    return None if reply is None else reply[0]
-
-
 def all_terminal(ledger: Ledger, requests: Sequence[ErasureRequest]) -> bool:
     trails = [ledger.trail(r.request_id) for r in requests]
     return all(trail is not None and trail.status.is_terminal for trail in trails)
@@ -242,7 +178,7 @@ def all_terminal(ledger: Ledger, requests: Sequence[ErasureRequest]) -> bool:
 
 
 def test_a_dead_letter_over_a_megabyte_is_delivered_whole(
-    kafka: KafkaSettings, sqlite_url: str
+    kafka: KafkaSettings, ledger: Ledger
 ) -> None:
     """The dead-letter producer takes what the consumer can fetch, not just 1 MB."""
     oversize = b"\x01" * OVERSIZE  # not a request at all
@@ -250,20 +186,18 @@ def test_a_dead_letter_over_a_megabyte_is_delivered_whole(
     produce_large(
         kafka.bootstrap_servers, kafka.input_topic, [(b"big", oversize), record_of(request)]
     )
-    ledger = open_ledger(sqlite_url)
-    ingest = Ingest.create(kafka, ledger, Codec(), ENABLED, tuning=FAST)
+    ingest = Ingest.create(kafka, ledger, Codec(), ENABLED, tuning=FAST_INGEST)
     try:
         drive(ingest, lambda: committed(kafka) == {0: 2}, 20, "both messages taken")
     finally:
         shut_down(ingest)
-        ledger.close()
     (letter,) = read_all(kafka.bootstrap_servers, kafka.dlq_topic, 1)
     assert (letter.key(), letter.value()) == (b"big", oversize)
-    assert "error.value_omitted" not in headers_of(letter)
+    assert "error.value_omitted" not in as_record(letter).headers
 
 
 def test_an_oversize_dead_letter_goes_as_a_pointer_and_the_rest_is_recorded(
-    kafka: KafkaSettings, sqlite_url: str
+    kafka: KafkaSettings, ledger: Ledger
 ) -> None:
     first, last = a_request(), a_request()
     oversize = b"\x01" * OVERSIZE
@@ -274,7 +208,6 @@ def test_an_oversize_dead_letter_goes_as_a_pointer_and_the_rest_is_recorded(
         kafka.input_topic,
         [record_of(first), (b"too-big", oversize), record_of(last)],
     )
-    ledger = open_ledger(sqlite_url)
     # Refuses what a broker with the default limit refuses (Tansu has no limit).
     refusing = Producer({**producer_config(kafka), "message.max.bytes": KAFKA_DEFAULT_LIMIT})
     ingest = Ingest(
@@ -285,20 +218,17 @@ def test_an_oversize_dead_letter_goes_as_a_pointer_and_the_rest_is_recorded(
         ENABLED,
         input_topic=kafka.input_topic,
         dlq_topic=kafka.dlq_topic,
-        tuning=FAST,
+        tuning=FAST_INGEST,
     )
     try:
         drive(ingest, lambda: committed(kafka) == {0: 3}, 20, "all three messages taken")
         assert ingest.state().held_messages == 0
     finally:
         shut_down(ingest)
-    try:
-        assert ledger.trail(first.request_id) is not None
-        assert ledger.trail(last.request_id) is not None
-    finally:
-        ledger.close()
+    assert ledger.trail(first.request_id) is not None
+    assert ledger.trail(last.request_id) is not None
     (letter,) = read_all(kafka.bootstrap_servers, kafka.dlq_topic, 1)
-    headers = headers_of(letter)
+    headers = as_record(letter).headers
     assert (letter.key(), letter.value()) == (b"too-big", None)
     assert headers["error.value_omitted"] == b"true"
     undecodable = isinstance(rejected.value, UndecodableMessage)
@@ -315,30 +245,21 @@ def test_an_oversize_dead_letter_goes_as_a_pointer_and_the_rest_is_recorded(
     assert f"still at {kafka.input_topic}/0/1" in message
 
 
-class OutageLedger(SqliteLedger):
-    """The real SQLite ledger, but its database is unreachable for `record_requests`."""
-
-    def record_requests(self, batch: Sequence[NewRequest], now: datetime) -> RecordResult:
-        raise LedgerUnavailable("simulated outage")
-
-
 def test_a_restarted_worker_exports_its_lag_while_it_holds_a_batch(
-    kafka: KafkaSettings, sqlite_url: str
+    kafka: KafkaSettings, ledger_url: str, ledger: Ledger
 ) -> None:
     series = {"topic": kafka.input_topic, "partition": "0"}
     produce(kafka.bootstrap_servers, kafka.input_topic, [record_of(a_request()) for _ in range(2)])
-    ledger = open_ledger(sqlite_url)
-    ingest = Ingest.create(kafka, ledger, Codec(), ENABLED, tuning=FAST)
+    ingest = Ingest.create(kafka, ledger, Codec(), ENABLED, tuning=FAST_INGEST)
     try:
         drive(ingest, lambda: committed(kafka) == {0: 2}, 20, "the first run's commit")
     finally:
         shut_down(ingest)
-        ledger.close()
     assert REGISTRY.get_sample_value("erasure_consumer_lag", series) is None
 
     produce(kafka.bootstrap_servers, kafka.input_topic, [record_of(a_request()) for _ in range(3)])
-    outage = OutageLedger(sqlite_url.removeprefix("sqlite:///"))
-    restarted = Ingest.create(kafka, outage, Codec(), ENABLED, tuning=FAST)
+    outage = OutageLedger(ledger_url.removeprefix("sqlite:///"), outage=True)
+    restarted = Ingest.create(kafka, outage, Codec(), ENABLED, tuning=FAST_INGEST)
     try:
         drive(
             restarted,
@@ -386,11 +307,11 @@ def test_a_request_the_ledger_refuses_is_dead_lettered_and_the_rest_recorded(
     positions = produce(
         kafka.bootstrap_servers, kafka.input_topic, [record_of(r) for r in requests]
     )
-    accepted = metric("erasure_requests_total", outcome="accepted")
+    accepted = counter("erasure_requests_total", outcome="accepted")
     with pg.fresh_database(postgres_dsn) as dsn:
         ledger = NulSourceLedger(dsn, {refused.request_id})
         ledger.migrate()
-        ingest = Ingest.create(kafka, ledger, Codec(), ENABLED, tuning=FAST)
+        ingest = Ingest.create(kafka, ledger, Codec(), ENABLED, tuning=FAST_INGEST)
         try:
             drive(ingest, lambda: committed(kafka) == {0: 5}, 20, "the batch taken")
             recorded = [r for r in requests if ledger.trail(r.request_id) is not None]
@@ -398,10 +319,10 @@ def test_a_request_the_ledger_refuses_is_dead_lettered_and_the_rest_recorded(
             shut_down(ingest)
             ledger.close()
     assert recorded == [r for r in requests if r is not refused]
-    assert metric("erasure_requests_total", outcome="accepted") == accepted + 4
+    assert counter("erasure_requests_total", outcome="accepted") == accepted + 4
     assert ledger.calls <= 7, "bisecting 5 requests takes at most 7 transactions"
     (letter,) = read_all(kafka.bootstrap_servers, kafka.dlq_topic, 1)
-    headers = headers_of(letter)
+    headers = as_record(letter).headers
     assert (letter.key(), letter.value()) == record_of(refused)
     assert headers["error.reason"] == b"invalid_request"
     assert headers["error.message"] == LEDGER_REFUSED.encode()
@@ -413,9 +334,8 @@ def test_a_request_the_ledger_refuses_is_dead_lettered_and_the_rest_recorded(
 
 
 def test_an_undeliverable_status_event_does_not_hold_back_the_rest(
-    kafka: KafkaSettings, sqlite_url: str
+    kafka: KafkaSettings, ledger: Ledger
 ) -> None:
-    ledger = open_ledger(sqlite_url)
     # A request naming a 3,000-character vendor (the codec refuses such names now; the
     # outbox must not rely on that): its SKIPPED event names the vendor and is too large.
     huge = a_request(vendors=("v" * 3000,))
@@ -426,7 +346,7 @@ def test_an_undeliverable_status_event_does_not_hold_back_the_rest(
     events = ledger.pending_events(100)
     undeliverable = [e.event for e in events if e.event.vendor == "v" * 3000]
     assert len(undeliverable) == 1
-    refused = metric("erasure_outbox_undeliverable_total", reason="MSG_SIZE_TOO_LARGE")
+    refused = counter("erasure_outbox_undeliverable_total", reason="MSG_SIZE_TOO_LARGE")
     # librdkafka's smallest limit, so that a 3,000-byte event is refused and the rest fit.
     producer = Producer({**producer_config(kafka), "message.max.bytes": 2000})
     publisher = OutboxPublisher(
@@ -437,8 +357,7 @@ def test_an_undeliverable_status_event_does_not_hold_back_the_rest(
         assert ledger.outbox_backlog() == 0
     finally:
         producer.close(5.0)
-        ledger.close()
-    assert metric("erasure_outbox_undeliverable_total", reason="MSG_SIZE_TOO_LARGE") == refused + 1
+    assert counter("erasure_outbox_undeliverable_total", reason="MSG_SIZE_TOO_LARGE") == refused + 1
     published = [
         decode_status_event(m.value() or b"")
         for m in read_all(kafka.bootstrap_servers, kafka.status_topic, len(events) - 1)

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.kafka_helpers import wait_until
-from tests.worker_helpers import http_get, wait_ready, worker_stack
+from tests.support.http import http_get
+from tests.support.waiting import wait_until
+from tests.support.worker import wait_ready, worker_stack
 
 pytestmark = pytest.mark.slow
 

@@ -14,62 +14,27 @@ The inputs that once broke intake are explicit examples, tried in every place on
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import fastavro
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
-from consumer.codec import REQUEST_SCHEMA, Codec, InvalidRequest, UndecodableMessage, frame
-from consumer.config import (
-    AcousticSettings,
-    AcquiaCdpSettings,
-    MonetateSettings,
-    VendorSettings,
-    VoyadoSettings,
-)
-from consumer.fanout import plan_request
-from consumer.ledger import Ledger, open_ledger
-from consumer.model import VENDOR_NAMES, Regulation
-from tests import pg
+from consumer.kafka.codec import REQUEST_SCHEMA, Codec, InvalidRequest, UndecodableMessage, frame
+from consumer.ledger import Ledger
+from consumer.model import Regulation
+from consumer.pipeline.fanout import plan_request
+from consumer.vendors.registry import BUILT_IN
+from tests.support.settings import ALL_VENDORS as ENABLED
 
 CODEC = Codec()
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-ENABLED: dict[str, VendorSettings] = {
-    "voyado": VoyadoSettings(base_url="https://voyado.example", api_key=SecretStr("k")),
-    "monetate": MonetateSettings(
-        base_url="https://monetate.example",
-        shortname="acme",
-        dataset="erasure",
-        api_username="api-1",
-        private_key=SecretStr("pem"),
-    ),
-    "acquia_cdp": AcquiaCdpSettings(
-        base_url="https://cdp.example",
-        auth_url="https://cdp.example",
-        tenant_id=1,
-        username="u",
-        password=SecretStr("p"),
-    ),
-    "acoustic": AcousticSettings(
-        base_url="https://acoustic.example",
-        client_id="c",
-        client_secret=SecretStr("s"),
-        refresh_token=SecretStr("r"),
-        database_ids=(10, 20),
-        lookup_fields={"EMAIL": "email", "MOBILE": "phone"},
-    ),
-}
 # U+E000 stands for a lone surrogate: both take 3 UTF-8 bytes, so swapping the bytes after
 # encoding keeps every length prefix right.
 PLACEHOLDER = "\ue000"
@@ -111,7 +76,7 @@ identity = st.fixed_dictionaries(
 many_identities = st.integers(95, 105).map(
     lambda count: [{"type": "email", "value": f"u{n}@example.com"} for n in range(count)]
 )
-vendor_names = st.sampled_from([*VENDOR_NAMES, "VOYADO", "voyado ", ""]) | usual_strings
+vendor_names = st.sampled_from([*BUILT_IN, "VOYADO", "voyado ", ""]) | usual_strings
 uuids = st.uuids().map(str)
 # Requests with storable strings (control characters and any plane included) and, now and
 # then, an empty or overlong list; `spoiled` then puts an odd string in one place.
@@ -209,18 +174,10 @@ def record_or_reject(ledger: Ledger, value: bytes) -> str:
     return "recorded"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'ledger.db'}"
-        else:
-            server = request.getfixturevalue("postgres_dsn")
-            url = stack.enter_context(pg.fresh_database(server))
-        opened = open_ledger(url)
-        stack.callback(opened.close)
-        opened.migrate()
-        yield opened
+@pytest.fixture
+def ledger_url(any_ledger_url: str) -> str:
+    """Both ledgers: what one stores the other must store too."""
+    return any_ledger_url
 
 
 def test_any_message_is_recorded_or_rejected_with_a_reason(ledger: Ledger) -> None:

@@ -16,25 +16,24 @@ import json
 import logging
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Producer
 
-from consumer import devstack
-from consumer.codec import Codec, encode_request, load_schema_text
 from consumer.config import KafkaSettings, load_settings
-from consumer.devbroker import free_port
-from consumer.logs import configure_logging
-from consumer.model import ErasureRequest, Identity, Regulation
+from consumer.kafka.codec import Codec, encode_request, load_schema_text
 from consumer.redaction import redact_text, redact_url
-from tests.kafka_helpers import wait_until
-from tests.test_schema_registry import FakeRegistry
+from consumer.runtime.logs import configure_logging
+from devtools import devstack
+from devtools.broker import free_port
+from tests.kafka.test_schema_registry import FakeRegistry
+from tests.support.kafka import produce
+from tests.support.pipeline import a_request
+from tests.support.waiting import wait_until
+from tests.support.worker import worker_setup
 
 REGISTRY_USER, REGISTRY_SECRET = "sr-key-7f3a", "sr-S3cret-9d1e"
 SECRETS = {
@@ -204,39 +203,24 @@ def registry() -> Iterator[AuthRecordingRegistry]:
     server.stop()
 
 
-def a_request() -> ErasureRequest:
-    return ErasureRequest(
-        request_id=str(uuid.uuid4()),
-        requested_at=datetime.now(UTC).replace(microsecond=0),
-        regulation=Regulation.GDPR,
-        identities=(Identity("email", "redaction@example.com"),),
-        vendors=None,
-        source="redaction-test",
-        trace_id=None,
-    )
-
-
 def test_worker_log_shows_no_registry_credentials(
     tmp_path: Path, kafka_bootstrap: str, registry: AuthRecordingRegistry
 ) -> None:
-    topics = devstack.Topics.unique("redact")
-    devstack.create_worker_topics(kafka_bootstrap, topics, partitions=1)
-    config_path = devstack.write_config(
-        tmp_path / "config.yaml",
-        bootstrap=kafka_bootstrap,
-        topics=topics,
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+    setup = worker_setup(
+        tmp_path,
+        kafka_bootstrap,
+        "redact",
+        partitions=1,
         vendors={},
+        edit=lambda config: config["kafka"].update(
+            schema_registry_url=registry.url_with_credentials()
+        ),
     )
-    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    config["kafka"]["schema_registry_url"] = registry.url_with_credentials()
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    kafka = topics.kafka_settings(kafka_bootstrap)
     request = a_request()
-    log_path = tmp_path / "worker.log"
-    worker = devstack.start_worker(config_path, log_path)
+    worker = setup.start_worker()
     try:
-        produce_framed(kafka, request, schema_id=42)
+        framed = encode_request(request, schema_id=42)
+        produce(kafka_bootstrap, setup.topics.input, [(request.request_id.encode(), framed)])
         # The writer schema is fetched (GET) and the status schema registered (POST) once
         # the RECEIVED event is published: both are logged by httpx at INFO.
         wait_until(
@@ -246,20 +230,12 @@ def test_worker_log_shows_no_registry_credentials(
         )
     finally:
         exit_code = devstack.stop_worker(worker)
-    log = log_path.read_text(encoding="utf-8", errors="replace")
+    log = setup.log_text()
     assert exit_code == 0, log[-3000:]
     assert REGISTRY_SECRET not in log
     assert "Status schema registered as id" in log and "Using writer schema id 42" in log
     expected = "Basic " + base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_SECRET}".encode()).decode()
     assert registry.authorizations and set(registry.authorizations) == {expected}
-
-
-def produce_framed(kafka: KafkaSettings, request: ErasureRequest, schema_id: int) -> None:
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
-    producer.produce(
-        kafka.input_topic, encode_request(request, schema_id), request.request_id.encode()
-    )
-    assert producer.flush(10) == 0
 
 
 def test_debug_logging_masks_credentials_from_any_library(

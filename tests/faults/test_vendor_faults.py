@@ -12,37 +12,25 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sqlite3
 import string
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-import uuid
 from collections.abc import Iterator
-from contextlib import closing
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from consumer.config import VendorSettings
-from consumer.dispatch import Dispatcher
-from consumer.fanout import plan_request
-from consumer.ledger import Ledger, open_ledger
-from consumer.metrics import REGISTRY
-from consumer.model import ErasureRequest, Identity, Regulation, Status
-from consumer.poller import Poller
-from consumer.sandbox.acoustic import AcousticSandbox
-from consumer.sandbox.acquia_cdp import AcquiaCdpSandbox
-from consumer.sandbox.server import Fault, Sandbox
-from consumer.vendor_health import VendorHealth
-from consumer.vendor_loop import VendorLoopParts, lease_seconds
+from consumer.model import Status
+from consumer.pipeline.vendor_loop import lease_seconds
+from consumer.runtime.metrics import REGISTRY
 from consumer.vendors.http import MAX_RESPONSE_BYTES
+from devtools.sandbox.acoustic import AcousticSandbox
+from devtools.sandbox.acquia_cdp import AcquiaCdpSandbox
+from devtools.sandbox.server import Fault, Sandbox
+from tests.support.vendor_rig import VendorRig
 from tests.vendors import harness_acoustic, harness_acquia_cdp, harness_monetate, harness_voyado
-from tests.vendors.harness import RecordedSleeps, VendorHarness
+from tests.vendors.harness import VendorHarness
 
 ACOUSTIC = harness_acoustic.Harness()
 VOYADO = harness_voyado.Harness()
@@ -50,116 +38,38 @@ MONETATE = harness_monetate.Harness()
 ACQUIA = harness_acquia_cdp.Harness()
 TIMEOUT = 0.5
 MAX_ATTEMPTS = 3
+SETTINGS: dict[str, object] = {
+    "timeout_seconds": TIMEOUT,
+    "max_attempts": MAX_ATTEMPTS,
+    "rate_per_second": 1000.0,
+    "first_poll_after_seconds": 0.0,
+    "poll_interval_seconds": 60.0,
+}
 
 
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-class Rig:
-    """One vendor's dispatcher and poller over a SQLite ledger, pointed at its sandbox."""
-
-    def __init__(
-        self, harness: VendorHarness, sandbox: Sandbox, db: Path, **overrides: object
-    ) -> None:
-        values: dict[str, object] = {
-            "timeout_seconds": TIMEOUT,
-            "max_attempts": MAX_ATTEMPTS,
-            "rate_per_second": 1000.0,
-            "first_poll_after_seconds": 0.0,
-            "poll_interval_seconds": 60.0,
-        }
-        values.update(overrides)
-        self.settings: VendorSettings = harness.settings(sandbox, **values)
-        self.db = db
-        self.ledger: Ledger = open_ledger(f"sqlite:///{db}")
-        self.ledger.migrate()
-        self.clock = ManualClock()
-        self.health = VendorHealth(harness.vendor)
-        self.sleeps = RecordedSleeps()
-        self.adapter = harness.adapter(self.settings, self.sleeps)
-        stop = threading.Event()
-        parts = VendorLoopParts(
-            self.settings, self.ledger, self.adapter, "me", self.clock, self.health, stop
-        )
-        self.dispatcher = Dispatcher(parts)
-        self.poller = Poller(parts)
-
-    def close(self) -> None:
-        self.adapter.close()
-        self.ledger.close()
-
-    def record(self, *values: str) -> list[str]:
-        identity_type = sorted(self.settings.identity_types)[0]
-        requests = [
-            ErasureRequest(
-                str(uuid.uuid4()),
-                self.clock(),
-                Regulation.GDPR,
-                (Identity(identity_type, value),),
-                None,
-                None,
-                None,
-            )
-            for value in values
-        ]
-        vendors = {self.settings.vendor: self.settings}
-        self.ledger.record_requests([plan_request(r, vendors) for r in requests], self.clock())
-        return [request.request_id for request in requests]
-
-    def dispatch(self) -> float:
-        """One dispatcher step once the batch is due; returns how long the step took."""
-        self.clock.advance(self.settings.flush_interval_seconds)
-        started = time.monotonic()
-        self.dispatcher.step()
-        return time.monotonic() - started
-
-    def poll(self) -> float:
-        """One poller step once the next poll is due; returns how long the step took."""
-        self.clock.advance(self.settings.poll_interval_seconds)
-        started = time.monotonic()
-        self.poller.step()
-        return time.monotonic() - started
-
-    def items(self) -> list[tuple[str, int, str | None]]:
-        """(status, attempts, detail) of every item."""
-        return self._rows("SELECT status, attempts, detail FROM items ORDER BY item_id")
-
-    def jobs(self) -> list[tuple[str, int, str | None, bool]]:
-        """(status, poll_failures, detail, still polled) of every job."""
-        return self._rows(
-            "SELECT status, poll_failures, detail, next_poll_at IS NOT NULL FROM jobs"
-            " ORDER BY job_id"
-        )
-
-    def _rows(self, sql: str) -> list[Any]:
-        with closing(sqlite3.connect(self.db)) as connection:
-            return connection.execute(sql).fetchall()
+def a_rig(
+    harness: VendorHarness, sandbox: Sandbox, tmp_path: Path, **overrides: object
+) -> VendorRig:
+    """The vendor's rig: short timeouts, three attempts, polls due at once (`SETTINGS`)."""
+    return VendorRig(harness, sandbox, tmp_path / "ledger.db", SETTINGS | overrides)
 
 
 @pytest.fixture
-def acoustic(tmp_path: Path) -> Iterator[tuple[Sandbox, Rig]]:
+def acoustic(tmp_path: Path) -> Iterator[tuple[Sandbox, VendorRig]]:
     with ACOUSTIC.running() as sandbox:
-        rig = Rig(ACOUSTIC, sandbox, tmp_path / "ledger.db")
+        rig = a_rig(ACOUSTIC, sandbox, tmp_path)
         yield sandbox, rig
         rig.close()
 
 
-def submitted_job(rig: Rig) -> None:
+def submitted_job(rig: VendorRig) -> None:
     """Record one request and let the dispatcher send it: one open job, one item in it."""
     rig.record("a@example.com")
     rig.dispatch()
     assert rig.items() == [("SUBMITTED", 0, None)]
 
 
-def only_item(rig: Rig) -> tuple[str, int, str]:
+def only_item(rig: VendorRig) -> tuple[str, int, str]:
     ((status, attempts, detail),) = rig.items()
     assert detail is not None, "every retry and failure carries a reason"
     return status, attempts, detail
@@ -169,7 +79,7 @@ def only_item(rig: Rig) -> tuple[str, int, str]:
 
 
 def test_a_dripping_answer_ends_within_the_timeout_and_costs_an_attempt(
-    acoustic: tuple[Sandbox, Rig],
+    acoustic: tuple[Sandbox, VendorRig],
 ) -> None:
     sandbox, rig = acoustic
     rig.record("a@example.com")
@@ -183,7 +93,9 @@ def test_a_dripping_answer_ends_within_the_timeout_and_costs_an_attempt(
     assert rig.sleeps.waits == [], "a POST that may have been processed is not resent in-call"
 
 
-def test_an_endless_drip_of_a_poll_ends_within_the_timeout(acoustic: tuple[Sandbox, Rig]) -> None:
+def test_an_endless_drip_of_a_poll_ends_within_the_timeout(
+    acoustic: tuple[Sandbox, VendorRig],
+) -> None:
     sandbox, rig = acoustic
     submitted_job(rig)
     # Headers at once, then a body that never ends; a GET is tried 3 times in-call.
@@ -199,7 +111,7 @@ def test_an_endless_drip_of_a_poll_ends_within_the_timeout(acoustic: tuple[Sandb
 
 
 def test_an_oversize_poll_answer_is_a_counted_failure_refused_unread(
-    acoustic: tuple[Sandbox, Rig],
+    acoustic: tuple[Sandbox, VendorRig],
 ) -> None:
     sandbox, rig = acoustic
     submitted_job(rig)
@@ -216,10 +128,10 @@ def test_an_oversize_poll_answer_is_a_counted_failure_refused_unread(
 _RSS_PROBE = textwrap.dedent(
     """
     import resource, sys
-    from consumer.sandbox.server import Fault
+    from devtools.sandbox.server import Fault
     from consumer.vendors.base import RetryableVendorError
     from consumer.vendors.http import VendorHttp
-    from consumer.sandbox.acoustic import AcousticSandbox
+    from devtools.sandbox.acoustic import AcousticSandbox
 
     def peak_mib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -276,7 +188,7 @@ def test_a_full_acoustic_job_response_fits_the_bound() -> None:
     ids=["nested-json", "bad-location"],
 )
 def test_an_unforeseen_poll_answer_is_counted_then_fails_the_job(
-    acoustic: tuple[Sandbox, Rig], fault: Fault, error: str
+    acoustic: tuple[Sandbox, VendorRig], fault: Fault, error: str
 ) -> None:
     sandbox, rig = acoustic
     submitted_job(rig)
@@ -294,7 +206,7 @@ def test_an_unforeseen_poll_answer_is_counted_then_fails_the_job(
 
 def test_an_unforeseen_submit_answer_is_a_counted_retry(tmp_path: Path) -> None:
     with ACQUIA.running() as sandbox:
-        rig = Rig(ACQUIA, sandbox, tmp_path / "ledger.db")
+        rig = a_rig(ACQUIA, sandbox, tmp_path)
         rig.record("c-1")
         sandbox.inject(Fault.nested_json(), path_prefix=ACQUIA.submit_path)
         rig.dispatch()
@@ -307,7 +219,7 @@ def test_an_unforeseen_submit_answer_is_a_counted_retry(tmp_path: Path) -> None:
 )
 def test_an_unusable_job_id_is_a_counted_retry(tmp_path: Path, jid: str) -> None:
     with VOYADO.running() as sandbox:
-        rig = Rig(VOYADO, sandbox, tmp_path / "ledger.db")
+        rig = a_rig(VOYADO, sandbox, tmp_path)
         rig.record("visitor-1")
         answer = f'{{"jid": "{jid}", "status": "created"}}'.encode()
         sandbox.inject(Fault.answer(200, answer), path_prefix=VOYADO.submit_path)
@@ -327,7 +239,7 @@ def test_an_html_token_answer_is_a_counted_retry_not_an_auth_failure(
     tmp_path: Path, harness: VendorHarness
 ) -> None:
     with harness.running() as sandbox:
-        rig = Rig(harness, sandbox, tmp_path / "ledger.db")
+        rig = a_rig(harness, sandbox, tmp_path)
         rig.record("a@example.com" if harness is ACOUSTIC else "c-1")
         sandbox.inject(Fault.html_page(), path_prefix=harness.auth_path)
         rig.dispatch()
@@ -340,7 +252,7 @@ def test_an_html_token_answer_is_a_counted_retry_not_an_auth_failure(
 @pytest.mark.parametrize("harness", [ACOUSTIC, VOYADO, MONETATE, ACQUIA], ids=lambda h: h.vendor)
 def test_a_redirect_on_submit_is_a_counted_retry(tmp_path: Path, harness: VendorHarness) -> None:
     with harness.running() as sandbox:
-        rig = Rig(harness, sandbox, tmp_path / "ledger.db")
+        rig = a_rig(harness, sandbox, tmp_path)
         rig.record("a@example.com" if harness is ACOUSTIC else "c-1")
         moved = Fault.answer(302, headers=[("Location", "https://elsewhere.example/")])
         sandbox.inject(moved, path_prefix=harness.submit_path)
@@ -365,7 +277,7 @@ def test_an_unknown_status_word_keeps_the_job_open_and_is_logged_once(
 ) -> None:
     word = "".join(random.choices(string.ascii_uppercase, k=12))  # unseen by this process
     with harness.running() as sandbox:
-        rig = Rig(harness, sandbox, tmp_path / "ledger.db")
+        rig = a_rig(harness, sandbox, tmp_path)
         rig.record("a@example.com" if harness is ACOUSTIC else "c-1")
         rig.dispatch()
         sandbox.inject(
@@ -394,7 +306,7 @@ def test_a_job_open_past_max_job_age_is_failed_with_a_reason(tmp_path: Path) -> 
     day = 86400.0
     with AcousticSandbox(job_start_after_seconds=3600) as sandbox:
         sandbox.add_database(harness_acoustic.DATABASE, lookup_fields=("EMAIL",))
-        rig = Rig(ACOUSTIC, sandbox, tmp_path / "ledger.db", max_job_age_seconds=2 * day)
+        rig = a_rig(ACOUSTIC, sandbox, tmp_path, max_job_age_seconds=2 * day)
         (request_id,) = rig.record("a@example.com")
         rig.dispatch()
         expired = ("erasure_vendor_jobs_expired_total", {"vendor": "acoustic"})
@@ -419,7 +331,7 @@ def test_a_job_open_past_max_job_age_is_failed_with_a_reason(tmp_path: Path) -> 
 def test_every_call_of_acquias_bisection_is_paced_and_leased(tmp_path: Path) -> None:
     rate = 20.0
     with AcquiaCdpSandbox() as sandbox:
-        rig = Rig(ACQUIA, sandbox, tmp_path / "ledger.db", rate_per_second=rate)
+        rig = a_rig(ACQUIA, sandbox, tmp_path, rate_per_second=rate)
         ids = [f"c-{n}" for n in range(8)]
         rig.record(*ids)
         sandbox.reject("c-5")

@@ -119,7 +119,7 @@ ACOUSTIC_SECRETS = {
     "ACOUSTIC_REFRESH_TOKEN": "acoustic-refresh-7f3a",
 }
 
-# The README's "Deploying with Helm" examples, as value sets.
+# The examples of the chart's README (helm/erasure-worker/README.md), as value sets.
 CONFLUENT_CLOUD_KAFKA = {
     "bootstrap_servers": "pkc-12345.eu-west-1.aws.confluent.cloud:9092",
     "group_id": "erasure-worker-prod",
@@ -261,7 +261,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "enabled": True,
             "labels": {"release": "kube-prometheus-stack"},
             "additionalRuleLabels": {"team": "privacy"},
-            "runbookBaseUrl": "https://git.example.com/privacy/erasure-worker/-/blob/main/README.md",
+            "runbookBaseUrl": "https://git.example.com/privacy/erasure-worker/-/blob/main/docs/runbooks.md",
             "disabledAlerts": ["ErasureWorkerNotReady"],
         },
         "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Privacy"}},

@@ -23,16 +23,13 @@ from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 from pydantic import BaseModel
 
 from consumer.config import (
-    AcousticSettings,
-    AcquiaCdpSettings,
     DeadlineSettings,
     KafkaSettings,
-    MonetateSettings,
     Settings,
-    VendorsSettings,
-    VoyadoSettings,
     load_settings,
+    vendors_model,
 )
+from consumer.vendors import registry
 from tests.helm.chart import (
     CHART,
     CONFIG_PATH,
@@ -506,11 +503,11 @@ def test_schema_rejects_unknown_keys_everywhere_it_owns_the_shape() -> None:
     [
         (("config",), None),
         (("config", "kafka"), KafkaSettings),
-        (("config", "vendors"), VendorsSettings),
-        (("config", "vendors", "voyado"), VoyadoSettings),
-        (("config", "vendors", "monetate"), MonetateSettings),
-        (("config", "vendors", "acquia_cdp"), AcquiaCdpSettings),
-        (("config", "vendors", "acoustic"), AcousticSettings),
+        (("config", "vendors"), vendors_model()),
+        *(
+            (("config", "vendors", name), entry.settings)
+            for name, entry in registry.entries().items()
+        ),
         (("config", "deadlines"), DeadlineSettings),
     ],
 )

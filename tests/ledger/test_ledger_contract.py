@@ -22,9 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.ledger import Ledger, LedgerUnavailable, open_ledger, sqlite
-from consumer.model import ErasureRequest, Identity, Regulation, Status, StatusEvent
-from consumer.status import is_forward, request_scope_status, vendor_scope_status
-from consumer.work import (
+from consumer.ledger.migrations import migrations
+from consumer.ledger.records import (
     Change,
     ItemPlan,
     ItemUpdate,
@@ -34,8 +33,11 @@ from consumer.work import (
     VendorSend,
     WorkItem,
 )
-from tests import pg
-from tests.kafka_helpers import wait_until
+from consumer.ledger.rollup import is_forward, request_scope_status, vendor_scope_status
+from consumer.model import ErasureRequest, Identity, Regulation, Status, StatusEvent
+from tests.ledger.test_migrations import applied_versions
+from tests.support import pg
+from tests.support.waiting import wait_until
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 S = Status
@@ -446,7 +448,7 @@ _VENDORS = ("voyado", "monetate", "acoustic")
 def test_roll_up_follows_the_status_rules_through_any_changes(
     ledger: Ledger, shape: list[int], steps: list[tuple[int, Status]]
 ) -> None:
-    """Whatever items do, the history is what the rules of consumer.status derive, one
+    """Whatever items do, the history is what the rules of consumer.ledger.rollup derive, one
     change at a time, and well formed. (Examples share the database: new ids each.)"""
     vendors = _VENDORS[: len(shape)]
     plans = tuple(
@@ -605,6 +607,8 @@ def test_concurrent_migrations_do_not_collide(open_ledgers: Callable[[], Ledger]
     for thread in threads:
         thread.join()
     assert errors == []
+    versions = applied_versions(replicas[0])
+    assert len(versions) == len(set(versions)) == len(migrations(replicas[0].dialect))  # type: ignore[attr-defined]
     record(replicas[0], new_request("voyado"))
 
 

@@ -17,16 +17,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from consumer.config import DeadlineSettings, MonetateSettings
-from consumer.gauges import OUTCOMES_REFRESH_SECONDS, REFRESH_SECONDS, LedgerGauges
+from consumer.config import DeadlineSettings
 from consumer.ledger import Ledger, LedgerRejected, LedgerUnavailable, open_ledger
 from consumer.ledger.postgres import PostgresLedger
+from consumer.ledger.records import Change, ItemUpdate, JobUpdate, NewJob, NewRequest, WorkItem
 from consumer.ledger.sqlite import PING_WAIT_SECONDS
-from consumer.metrics import REGISTRY
-from consumer.work import Change, ItemUpdate, JobUpdate, NewJob, NewRequest, WorkItem
-from tests.kafka_helpers import wait_until
+from consumer.runtime.gauges import OUTCOMES_REFRESH_SECONDS, REFRESH_SECONDS, LedgerGauges
+from consumer.runtime.metrics import REGISTRY
 from tests.ledger.test_ledger_contract import (
     BLINK_SECONDS,
     T0,
@@ -37,6 +35,9 @@ from tests.ledger.test_ledger_contract import (
     record,
     submit,
 )
+from tests.support.clock import ManualClock
+from tests.support.settings import MONETATE
+from tests.support.waiting import wait_until
 
 LONG = timedelta(minutes=5)
 
@@ -236,17 +237,8 @@ def test_open_item_counts_leave_out_finished_items(ledger: Ledger) -> None:
 
 
 def test_gauges_count_outcomes_less_often_than_open_items(ledger: Ledger) -> None:
-    monetate = MonetateSettings(
-        base_url="https://api.monetate.net",
-        shortname="acme",
-        dataset="d",
-        api_username="u",
-        private_key=SecretStr("k"),
-    )
-    ticks = [1000.0]
-    gauges = LedgerGauges(
-        ledger, {"monetate": monetate}, DeadlineSettings(), lambda: T0, lambda: ticks[0]
-    )
+    clock = ManualClock(T0)
+    gauges = LedgerGauges(ledger, {"monetate": MONETATE}, DeadlineSettings(), clock)
 
     def items(status: S) -> float | None:
         labels = {"vendor": "monetate", "status": status.value}
@@ -257,9 +249,9 @@ def test_gauges_count_outcomes_less_often_than_open_items(ledger: Ledger) -> Non
     assert (items(S.QUEUED), items(S.COMPLETED)) == (2, 0)
     done = claim(ledger, "monetate", limit=1)
     ledger.apply(Change(items=(ItemUpdate(done[0].item_id, S.COMPLETED),)), at(1))
-    ticks[0] += REFRESH_SECONDS
+    clock.advance(REFRESH_SECONDS)
     gauges.step()
     assert (items(S.QUEUED), items(S.COMPLETED)) == (1, 0)  # outcomes wait their turn
-    ticks[0] += OUTCOMES_REFRESH_SECONDS
+    clock.advance(OUTCOMES_REFRESH_SECONDS)
     gauges.step()
     assert (items(S.QUEUED), items(S.COMPLETED)) == (1, 1)

@@ -1,8 +1,10 @@
-"""What the adapter contract suite (`test_contract.py`) needs from each vendor.
+"""What the vendor tests need from each vendor, and the one rig they all build from it.
 
-Every vendor provides one harness (`harness_<vendor>.py`): its sandbox, settings pointing
-at it, an adapter whose in-call sleeps are recorded instead of slept, and the vendor's
-expected answers. The same contract tests then run every adapter against its sandbox.
+Every vendor provides one harness (`harness_<vendor>.py`, a `VendorHarness`): its sandbox,
+settings pointing at it, an adapter whose in-call sleeps are recorded instead of slept,
+and the vendor's expected answers. The adapter contract suite (`contract.py`) runs every
+harness against the same scenarios; each vendor's own tests build a `Rig` (adapter,
+sandbox, recorded sleeps) with `harness.rig(sandbox, **settings)`.
 """
 
 from __future__ import annotations
@@ -11,17 +13,27 @@ import dataclasses
 import itertools
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Generic, TypeVar
 
 from consumer.config import VendorSettings
+from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Regulation, Status
-from consumer.sandbox.server import Sandbox
-from consumer.vendors.base import ItemOutcome, PollResult, SubmittedJob, VendorAdapter
-from consumer.work import DueJob, WorkItem
+from consumer.runtime.metrics import REGISTRY
+from consumer.vendors.base import (
+    ItemOutcome,
+    PollResult,
+    SubmittedJob,
+    VendorAdapter,
+)
+from devtools.sandbox.server import Sandbox
+
+SandboxT = TypeVar("SandboxT", bound=Sandbox)
+AdapterT = TypeVar("AdapterT", bound=VendorAdapter)
 
 
 @dataclass
@@ -32,6 +44,12 @@ class RecordedSleeps:
 
     def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+
+
+def vendor_calls(vendor: str, operation: str, outcome: str) -> float:
+    """`erasure_vendor_calls_total` for one vendor, operation and outcome (0 if unseen)."""
+    labels = {"vendor": vendor, "operation": operation, "outcome": outcome}
+    return REGISTRY.get_sample_value("erasure_vendor_calls_total", labels) or 0.0
 
 
 _item_ids = itertools.count(1)
@@ -101,31 +119,84 @@ class Expected:
     unknown: Status
 
 
-class VendorHarness(Protocol):
+@dataclass
+class Rig(Generic[SandboxT, AdapterT]):
+    """One adapter against its sandbox, with the in-call sleeps it asked for."""
+
+    sandbox: SandboxT
+    adapter: AdapterT
+    sleeps: RecordedSleeps
+
+    def count(self, path: str = "", method: str | None = None) -> int:
+        """Calls the sandbox received under `path` (a prefix), of `method` if given."""
+        return sum(
+            1
+            for call in self.sandbox.calls
+            if call.path.startswith(path) and method in (None, call.method)
+        )
+
+    def submit_one_job(self, items: Sequence[WorkItem]) -> SubmittedJob:
+        """Submit, expecting exactly one job and no item outcome."""
+        result = self.adapter.submit(items)
+        assert result.outcomes == ()
+        (job,) = result.jobs
+        return job
+
+    def poll_until_done(self, job: DueJob, timeout: float = 5.0) -> PollResult:
+        return poll_until_closed(self.adapter, job, timeout)
+
+
+class HarnessFor(ABC, Generic[SandboxT, AdapterT]):
+    """One vendor as the vendor tests see it: paths, limits, expected answers, and how to
+    run, configure, seed and upset its sandbox (of type `SandboxT`) and build its adapter
+    (an `AdapterT`). `VendorHarness` is any vendor's."""
+
     vendor: str
+    identity_type: str  # what `items` erase by
     expected: Expected
     submit_path: str  # path prefix of submission calls, for fault injection and counting
     poll_path: str | None  # path prefix of status calls; None when the vendor has none
     auth_path: str  # path prefix of the token/login call
     max_ids_per_call: int  # the vendor's hard limit (the sandbox rejects more)
-    has_tokens: bool  # False when every call carries a static key (nothing to expire)
+    has_tokens: bool = True  # False when every call carries a static key (nothing to expire)
+    destination: str | None = None  # where `items` go, for vendors with several
 
-    def running(self) -> AbstractContextManager[Sandbox]:
+    @abstractmethod
+    def running(self) -> AbstractContextManager[SandboxT]:
         """Start the sandbox (fast clock) and stop it on exit."""
 
-    def settings(self, sandbox: Sandbox, **overrides: object) -> VendorSettings:
+    @abstractmethod
+    def settings(self, sandbox: SandboxT, **overrides: Any) -> VendorSettings:
         """Settings pointing at the sandbox (small timeouts, batch size at the vendor limit)."""
 
-    def adapter(self, settings: VendorSettings, sleeps: RecordedSleeps) -> VendorAdapter: ...
+    @abstractmethod
+    def adapter(self, settings: VendorSettings, sleeps: RecordedSleeps) -> AdapterT:
+        """An adapter whose in-call sleeps are recorded in `sleeps`, not slept."""
 
-    def seed(self, sandbox: Sandbox, value: str) -> None:
+    @abstractmethod
+    def seed(self, sandbox: SandboxT, value: str) -> None:
         """Make `value` an identifier the vendor holds."""
+
+    @abstractmethod
+    def expire_tokens(self, sandbox: SandboxT) -> None:
+        """Invalidate every token the sandbox issued, so the next call gets a 401."""
+
+    @abstractmethod
+    def refuse_credentials(self, sandbox: SandboxT) -> None:
+        """Make the vendor answer 403 to our credentials from now on."""
 
     def items(self, values: Sequence[str]) -> list[WorkItem]:
         """Claimed items for these identifier values (unique item ids, QUEUED, attempts 0)."""
+        return work_items(self.vendor, self.identity_type, values, self.destination)
 
-    def expire_tokens(self, sandbox: Sandbox) -> None:
-        """Invalidate every token the sandbox issued, so the next call gets a 401."""
+    def rig(self, sandbox: SandboxT, **overrides: Any) -> Rig[SandboxT, AdapterT]:
+        """An adapter built from `settings(sandbox, **overrides)`, with recorded sleeps."""
+        sleeps = RecordedSleeps()
+        return Rig(sandbox, self.adapter(self.settings(sandbox, **overrides), sleeps), sleeps)
 
-    def refuse_credentials(self, sandbox: Sandbox) -> None:
-        """Make the vendor answer 403 to our credentials from now on."""
+    def calls(self, operation: str, outcome: str) -> float:
+        """This vendor's `erasure_vendor_calls_total` for an operation and outcome."""
+        return vendor_calls(self.vendor, operation, outcome)
+
+
+VendorHarness = HarnessFor[Any, Any]

@@ -1,42 +1,40 @@
-"""The contract-suite harness for Acoustic Campaign (see `harness.VendorHarness`)."""
+"""The harness for Acoustic Campaign (see `harness.VendorHarness`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from pydantic import SecretStr
 
-from consumer.config import AcousticSettings, VendorSettings
+from consumer.config import VendorSettings
 from consumer.model import Status
-from consumer.sandbox.acoustic import AcousticSandbox
-from consumer.sandbox.server import Sandbox
-from consumer.vendors.acoustic import AcousticAdapter
-from consumer.vendors.base import VendorAdapter
+from consumer.vendors.acoustic import AcousticAdapter, AcousticSettings
 from consumer.vendors.http import VendorHttp
-from consumer.work import WorkItem
-from tests.vendors.harness import Expected, RecordedSleeps, work_items
+from devtools.sandbox.acoustic import AcousticSandbox
+from tests.vendors.harness import Expected, HarnessFor, RecordedSleeps
 
 DATABASE = 10091
 
 
-class Harness:
+class Harness(HarnessFor[AcousticSandbox, AcousticAdapter]):
     vendor = "acoustic"
+    identity_type = "email"
+    destination = str(DATABASE)
     expected = Expected(existing=Status.COMPLETED, unknown=Status.NOT_FOUND)
     submit_path = "/rest/databases"
     poll_path: str | None = "/rest/gdpr_jobs"
     auth_path = "/oauth/token"
     max_ids_per_call = 5000  # no published cap: the configured batch size
-    has_tokens = True
 
     @contextmanager
-    def running(self) -> Iterator[Sandbox]:
+    def running(self) -> Iterator[AcousticSandbox]:
         with AcousticSandbox(job_start_after_seconds=0.01, job_duration_seconds=0.03) as sandbox:
             sandbox.add_database(DATABASE, lookup_fields=("EMAIL",))
             yield sandbox
 
-    def settings(self, sandbox: Sandbox, **overrides: object) -> AcousticSettings:
+    def settings(self, sandbox: AcousticSandbox, **overrides: Any) -> AcousticSettings:
         values: dict[str, Any] = {
             "base_url": sandbox.base_url,
             "client_id": "sandbox-client",
@@ -48,24 +46,16 @@ class Harness:
         values.update(overrides)
         return AcousticSettings(**values)
 
-    def adapter(self, settings: VendorSettings, sleeps: RecordedSleeps) -> VendorAdapter:
+    def adapter(self, settings: VendorSettings, sleeps: RecordedSleeps) -> AcousticAdapter:
         assert isinstance(settings, AcousticSettings)
-        http = VendorHttp("acoustic", timeout_seconds=settings.timeout_seconds, sleep=sleeps)
+        http = VendorHttp(self.vendor, timeout_seconds=settings.timeout_seconds, sleep=sleeps)
         return AcousticAdapter(settings, http)
 
-    def seed(self, sandbox: Sandbox, value: str) -> None:
-        _acoustic(sandbox).add_contact(DATABASE, {"EMAIL": value})
+    def seed(self, sandbox: AcousticSandbox, value: str) -> None:
+        sandbox.add_contact(DATABASE, {"EMAIL": value})
 
-    def items(self, values: Sequence[str]) -> list[WorkItem]:
-        return work_items(self.vendor, "email", values, str(DATABASE))
+    def expire_tokens(self, sandbox: AcousticSandbox) -> None:
+        sandbox.expire_tokens()
 
-    def expire_tokens(self, sandbox: Sandbox) -> None:
-        _acoustic(sandbox).expire_tokens()
-
-    def refuse_credentials(self, sandbox: Sandbox) -> None:
-        _acoustic(sandbox).rotate_client_secret("rotated-by-the-contract-suite")
-
-
-def _acoustic(sandbox: Sandbox) -> AcousticSandbox:
-    assert isinstance(sandbox, AcousticSandbox)
-    return sandbox
+    def refuse_credentials(self, sandbox: AcousticSandbox) -> None:
+        sandbox.rotate_client_secret("rotated-by-the-contract-suite")

@@ -1,4 +1,4 @@
-"""Acquia CDP for the adapter contract suite (see `harness.py`).
+"""The harness for Acquia CDP (see `harness.VendorHarness`).
 
 Acquia has no status API (`poll_path` is None): an id it holds ends ACCEPTED at submit
 time. Logins and logouts share `auth_path`; count logins by `query == "action=login"`.
@@ -6,46 +6,39 @@ time. Logins and logouts share `auth_path`; count logins by `query == "action=lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import SecretStr
 
-from consumer.config import AcquiaCdpSettings, VendorSettings
+from consumer.config import VendorSettings
 from consumer.model import Status
-from consumer.sandbox.acquia_cdp import (
+from consumer.vendors.acquia_cdp import AcquiaCdpAdapter, AcquiaCdpSettings
+from consumer.vendors.http import VendorHttp
+from devtools.sandbox.acquia_cdp import (
     DEFAULT_PASSWORD,
     DEFAULT_TENANT_ID,
     DEFAULT_USERNAME,
-    MAX_IDS_PER_CALL,
     AcquiaCdpSandbox,
 )
-from consumer.sandbox.server import Sandbox
-from consumer.vendors.acquia_cdp import AcquiaCdpAdapter
-from consumer.vendors.http import VendorHttp
-from consumer.work import WorkItem
-from tests.vendors.harness import Expected, RecordedSleeps, work_items
+from devtools.sandbox.acquia_cdp_wire import MAX_IDS_PER_CALL
+from devtools.sandbox.server import Sandbox
+from tests.vendors.harness import Expected, HarnessFor, RecordedSleeps
 
 
-def _sandbox(sandbox: Sandbox) -> AcquiaCdpSandbox:
-    assert isinstance(sandbox, AcquiaCdpSandbox)
-    return sandbox
-
-
-class Harness:
+class Harness(HarnessFor[AcquiaCdpSandbox, AcquiaCdpAdapter]):
     vendor = "acquia_cdp"
+    identity_type = "customer_id"
     expected = Expected(existing=Status.ACCEPTED, unknown=Status.NOT_FOUND)
     submit_path = f"/v2/{DEFAULT_TENANT_ID}/dw/dataerasure"
     poll_path: str | None = None
     auth_path = "/authentication"
     max_ids_per_call = MAX_IDS_PER_CALL
-    has_tokens = True
 
     def running(self) -> AcquiaCdpSandbox:
         """The sandbox is its own context manager (starts on enter, stops on exit)."""
         return AcquiaCdpSandbox()
 
-    def settings(self, sandbox: Sandbox, **overrides: object) -> AcquiaCdpSettings:
+    def settings(self, sandbox: Sandbox, **overrides: Any) -> AcquiaCdpSettings:
         values: dict[str, Any] = {
             "base_url": sandbox.base_url,
             "auth_url": sandbox.base_url,
@@ -63,14 +56,11 @@ class Harness:
         http = VendorHttp(self.vendor, timeout_seconds=settings.timeout_seconds, sleep=sleeps)
         return AcquiaCdpAdapter(settings, http)
 
-    def seed(self, sandbox: Sandbox, value: str) -> None:
-        _sandbox(sandbox).add_customer(DEFAULT_TENANT_ID, value)
+    def seed(self, sandbox: AcquiaCdpSandbox, value: str) -> None:
+        sandbox.add_customer(DEFAULT_TENANT_ID, value)
 
-    def items(self, values: Sequence[str]) -> list[WorkItem]:
-        return work_items(self.vendor, "customer_id", values)
+    def expire_tokens(self, sandbox: AcquiaCdpSandbox) -> None:
+        sandbox.expire_tokens()
 
-    def expire_tokens(self, sandbox: Sandbox) -> None:
-        _sandbox(sandbox).expire_tokens()
-
-    def refuse_credentials(self, sandbox: Sandbox) -> None:
-        _sandbox(sandbox).refuse_credentials()
+    def refuse_credentials(self, sandbox: AcquiaCdpSandbox) -> None:
+        sandbox.refuse_credentials()

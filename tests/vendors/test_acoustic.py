@@ -7,8 +7,7 @@ sleeping. In-call backoff sleeps are injected and recorded.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +15,8 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from consumer.config import AcousticSettings
-from consumer.metrics import REGISTRY
+from consumer.ledger.records import WorkItem
 from consumer.model import Regulation, Status
-from consumer.sandbox.acoustic import AcousticSandbox, parse_erasure_csv
-from consumer.sandbox.server import Fault
 from consumer.vendors.acoustic import (
     ARCHIVED_DETAIL,
     AcousticAdapter,
@@ -36,20 +32,20 @@ from consumer.vendors.base import (
     SubmittedJob,
     VendorAuthError,
 )
-from consumer.vendors.http import VendorHttp
-from consumer.work import DueJob, WorkItem
+from devtools.sandbox.acoustic import AcousticSandbox
+from devtools.sandbox.acoustic_wire import parse_erasure_csv
+from devtools.sandbox.server import Fault
+from tests.vendors.harness import Rig
 from tests.vendors.harness import due_job as due
-from tests.vendors.harness import poll_until_closed
+from tests.vendors.harness_acoustic import Harness
 
+HARNESS = Harness()
 DB, DB2 = 10091, 20092
 CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN = "worker-client", "cl13nt-s3cret", "r3fresh-t0ken"
 SUBMIT_PREFIX = "/rest/databases"
 _ids = itertools.count(1)
 
-
-def calls(operation: str, outcome: str) -> float:
-    labels = {"vendor": "acoustic", "operation": operation, "outcome": outcome}
-    return REGISTRY.get_sample_value("erasure_vendor_calls_total", labels) or 0.0
+AcousticRig = Rig[AcousticSandbox, AcousticAdapter]
 
 
 def item(value: str, identity_type: str = "email", destination: str | None = str(DB)) -> WorkItem:
@@ -67,32 +63,12 @@ def item(value: str, identity_type: str = "email", destination: str | None = str
     )
 
 
-@dataclass
-class Rig:
-    sandbox: AcousticSandbox
-    adapter: AcousticAdapter
-    sleeps: list[float] = field(default_factory=list)
-
-    def posts(self, database: int = DB) -> int:
-        path = f"/rest/databases/{database}/gdpr_erasure"
-        return sum(1 for call in self.sandbox.calls if call.path == path)
-
-    def token_calls(self) -> int:
-        return sum(1 for call in self.sandbox.calls if call.path == "/oauth/token")
-
-    def submit_one_job(self, items: Sequence[WorkItem]) -> SubmittedJob:
-        result = self.adapter.submit(items)
-        assert result.outcomes == ()
-        (job,) = result.jobs
-        return job
-
-    def poll_until_done(self, job: DueJob, timeout: float = 5.0) -> PollResult:
-        return poll_until_closed(self.adapter, job, timeout)
+def posts(rig: AcousticRig, database: int = DB) -> int:
+    return rig.count(f"/rest/databases/{database}/gdpr_erasure")
 
 
-def make_rig(sandbox: AcousticSandbox, **overrides: Any) -> Rig:
+def make_rig(sandbox: AcousticSandbox, **overrides: Any) -> AcousticRig:
     values: dict[str, Any] = {
-        "base_url": sandbox.base_url,
         "client_id": CLIENT_ID,
         "client_secret": SecretStr(CLIENT_SECRET),
         "refresh_token": SecretStr(REFRESH_TOKEN),
@@ -100,11 +76,7 @@ def make_rig(sandbox: AcousticSandbox, **overrides: Any) -> Rig:
         "lookup_fields": {"EMAIL": "email", "ALT_EMAIL": "email", "CUSTOMER_ID": "customer_id"},
         "timeout_seconds": 2.0,
     }
-    values.update(overrides)
-    settings = AcousticSettings(**values)
-    sleeps: list[float] = []
-    http = VendorHttp("acoustic", timeout_seconds=settings.timeout_seconds, sleep=sleeps.append)
-    return Rig(sandbox, AcousticAdapter(settings, http), sleeps)
+    return HARNESS.rig(sandbox, **(values | overrides))
 
 
 def new_sandbox(**options: float) -> AcousticSandbox:
@@ -118,7 +90,7 @@ def new_sandbox(**options: float) -> AcousticSandbox:
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
+def rig() -> Iterator[AcousticRig]:
     sandbox = new_sandbox()
     built = make_rig(sandbox)
     try:
@@ -135,7 +107,7 @@ def outcome_map(result: PollResult | SubmitResult) -> dict[int, tuple[Status, st
 # --------------------------------------------------------------------------- submit and poll
 
 
-def test_found_not_found_and_undeletable_contacts(rig: Rig) -> None:
+def test_found_not_found_and_undeletable_contacts(rig: AcousticRig) -> None:
     rig.sandbox.add_contact(DB, {"EMAIL": "found@example.com"})
     rig.sandbox.add_contact(DB, {"EMAIL": "kept@example.com"})
     rig.sandbox.set_undeletable(DB, "EMAIL", "kept@example.com")
@@ -144,7 +116,7 @@ def test_found_not_found_and_undeletable_contacts(rig: Rig) -> None:
         item("missing@example.com"),
         item("kept@example.com"),
     )
-    ok_before = calls("submit", "ok")
+    ok_before = HARNESS.calls("submit", "ok")
 
     job = rig.submit_one_job([found, missing, kept])
 
@@ -157,7 +129,7 @@ def test_found_not_found_and_undeletable_contacts(rig: Rig) -> None:
         "EMAIL,missing@example.com\r\nALT_EMAIL,missing@example.com\r\n"
         "EMAIL,kept@example.com\r\nALT_EMAIL,kept@example.com\r\n"
     ]
-    assert calls("submit", "ok") - ok_before == 1
+    assert HARNESS.calls("submit", "ok") - ok_before == 1
     first = rig.adapter.poll(due(job, [found, missing, kept]))
     assert first == PollResult(Status.SUBMITTED)
     result = rig.poll_until_done(due(job, [found, missing, kept]))
@@ -170,7 +142,7 @@ def test_found_not_found_and_undeletable_contacts(rig: Rig) -> None:
     assert not rig.sandbox.contact_exists(DB, "EMAIL", "found@example.com")
 
 
-def test_an_item_on_several_columns_combines_their_results(rig: Rig) -> None:
+def test_an_item_on_several_columns_combines_their_results(rig: AcousticRig) -> None:
     rig.sandbox.add_contact(DB, {"ALT_EMAIL": "alt@example.com"})
     rig.sandbox.add_contact(DB, {"EMAIL": "both@example.com"})
     rig.sandbox.add_contact(DB, {"ALT_EMAIL": "both@example.com"})
@@ -193,7 +165,7 @@ def test_an_item_on_several_columns_combines_their_results(rig: Rig) -> None:
     }
 
 
-def test_one_call_per_database(rig: Rig) -> None:
+def test_one_call_per_database(rig: AcousticRig) -> None:
     first, second, third = (
         item("a@example.com"),
         item("b@example.com", destination=str(DB2)),
@@ -207,10 +179,10 @@ def test_one_call_per_database(rig: Rig) -> None:
         (str(DB), (first.item_id, third.item_id)),
         (str(DB2), (second.item_id,)),
     }
-    assert (rig.posts(DB), rig.posts(DB2)) == (1, 1)
+    assert (posts(rig, DB), posts(rig, DB2)) == (1, 1)
 
 
-def test_identical_lines_are_sent_once_and_settle_every_item(rig: Rig) -> None:
+def test_identical_lines_are_sent_once_and_settle_every_item(rig: AcousticRig) -> None:
     rig.sandbox.add_contact(DB, {"EMAIL": "twice@example.com"})
     one, other = item("twice@example.com"), item("twice@example.com")
     job = rig.submit_one_job([one, other])
@@ -232,7 +204,7 @@ AWKWARD_VALUES = [
 ]
 
 
-def test_csv_quoting_round_trips_through_the_vendor(rig: Rig) -> None:
+def test_csv_quoting_round_trips_through_the_vendor(rig: AcousticRig) -> None:
     for value in AWKWARD_VALUES:
         rig.sandbox.add_contact(DB, {"EMAIL": value})
     items = [item(value) for value in AWKWARD_VALUES]
@@ -256,19 +228,19 @@ def test_erasure_csv_has_no_header_and_crlf_lines() -> None:
 # --------------------------------------------------------------------------- auth
 
 
-def test_token_is_reused_and_refreshed_once_after_expiry(rig: Rig) -> None:
-    refreshes = calls("auth", "ok")
+def test_token_is_reused_and_refreshed_once_after_expiry(rig: AcousticRig) -> None:
+    refreshes = HARNESS.calls("auth", "ok")
     rig.submit_one_job([item("a@example.com")])
     rig.submit_one_job([item("b@example.com")])
-    assert rig.token_calls() == 1
+    assert rig.count("/oauth/token") == 1
     rig.sandbox.expire_tokens()
-    rejected = calls("submit", "client_error")
+    rejected = HARNESS.calls("submit", "client_error")
 
     rig.submit_one_job([item("c@example.com")])
 
-    assert rig.token_calls() == 2
-    assert calls("auth", "ok") - refreshes == 2
-    assert calls("submit", "client_error") - rejected == 1
+    assert rig.count("/oauth/token") == 2
+    assert HARNESS.calls("auth", "ok") - refreshes == 2
+    assert HARNESS.calls("submit", "client_error") - rejected == 1
     assert [call.status for call in rig.sandbox.calls if call.method == "POST"][-3:] == [
         401,
         200,
@@ -276,16 +248,16 @@ def test_token_is_reused_and_refreshed_once_after_expiry(rig: Rig) -> None:
     ]
 
 
-def test_check_fetches_a_token(rig: Rig) -> None:
+def test_check_fetches_a_token(rig: AcousticRig) -> None:
     rig.adapter.check()
     rig.adapter.check()
-    assert rig.token_calls() == 2
+    assert rig.count("/oauth/token") == 2
 
 
 def test_refused_credentials_are_auth_errors_without_secrets() -> None:
     sandbox = new_sandbox()
     adapter = make_rig(sandbox, refresh_token=SecretStr("revoked-refresh-token")).adapter
-    failed_auth = calls("auth", "client_error")
+    failed_auth = HARNESS.calls("auth", "client_error")
     try:
         with pytest.raises(VendorAuthError) as raised:
             adapter.check()
@@ -297,7 +269,7 @@ def test_refused_credentials_are_auth_errors_without_secrets() -> None:
     assert "invalid_grant" in str(raised.value)
     assert "revoked-refresh-token" not in str(raised.value)
     assert CLIENT_SECRET not in str(raised.value)
-    assert calls("auth", "client_error") - failed_auth == 2
+    assert HARNESS.calls("auth", "client_error") - failed_auth == 2
     assert not any(call.path.endswith("/gdpr_erasure") for call in sandbox.calls)
 
 
@@ -305,39 +277,41 @@ def test_refused_credentials_are_auth_errors_without_secrets() -> None:
 
 
 @pytest.mark.parametrize("after_processing", [False, True])
-def test_server_error_on_submit_is_not_resent_in_call(rig: Rig, after_processing: bool) -> None:
+def test_server_error_on_submit_is_not_resent_in_call(
+    rig: AcousticRig, after_processing: bool
+) -> None:
     rig.sandbox.inject(
         Fault.status(500, after_processing=after_processing), path_prefix=SUBMIT_PREFIX
     )
-    server_errors = calls("submit", "server_error")
+    server_errors = HARNESS.calls("submit", "server_error")
     with pytest.raises(RetryableVendorError, match="HTTP 500"):
         rig.adapter.submit([item("a@example.com")])
-    assert rig.posts() == 1
-    assert rig.sleeps == []
-    assert calls("submit", "server_error") - server_errors == 1
+    assert posts(rig) == 1
+    assert rig.sleeps.waits == []
+    assert HARNESS.calls("submit", "server_error") - server_errors == 1
 
 
-def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: Rig) -> None:
+def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: AcousticRig) -> None:
     rig.sandbox.inject(Fault.rate_limited(retry_after=2), path_prefix=SUBMIT_PREFIX)
-    limited = calls("submit", "rate_limited")
+    limited = HARNESS.calls("submit", "rate_limited")
 
     job = rig.submit_one_job([item("a@example.com")])
 
     assert job.vendor_job_id
-    assert len(rig.sleeps) == 1
-    assert rig.sleeps[0] >= 2.0
-    assert rig.posts() == 2
+    assert len(rig.sleeps.waits) == 1
+    assert rig.sleeps.waits[0] >= 2.0
+    assert posts(rig) == 2
     assert len(rig.sandbox.submitted_bodies(DB)) == 1
-    assert calls("submit", "rate_limited") - limited == 1
+    assert HARNESS.calls("submit", "rate_limited") - limited == 1
 
 
-def test_connection_reset_on_submit_is_handed_back(rig: Rig) -> None:
+def test_connection_reset_on_submit_is_handed_back(rig: AcousticRig) -> None:
     rig.sandbox.inject(Fault.reset(after_processing=True), path_prefix=SUBMIT_PREFIX)
-    resets = calls("submit", "connection_error")
+    resets = HARNESS.calls("submit", "connection_error")
     with pytest.raises(RetryableVendorError, match="connection failed"):
         rig.adapter.submit([item("a@example.com")])
-    assert rig.posts() == 1
-    assert calls("submit", "connection_error") - resets == 1
+    assert posts(rig) == 1
+    assert HARNESS.calls("submit", "connection_error") - resets == 1
 
 
 def test_slow_submit_times_out_and_is_handed_back() -> None:
@@ -346,18 +320,18 @@ def test_slow_submit_times_out_and_is_handed_back() -> None:
     # even sent the request (the test is about a vendor that got it and answers late).
     built = make_rig(sandbox, timeout_seconds=1.0)
     sandbox.inject(Fault.delay(3.0), path_prefix=SUBMIT_PREFIX)
-    timeouts = calls("submit", "timeout")
+    timeouts = HARNESS.calls("submit", "timeout")
     try:
         with pytest.raises(RetryableVendorError, match=r"no answer within 1s"):
             built.adapter.submit([item("a@example.com")])
     finally:
         built.adapter.close()
         sandbox.stop()
-    assert built.posts() == 1
-    assert calls("submit", "timeout") - timeouts == 1
+    assert posts(built) == 1
+    assert HARNESS.calls("submit", "timeout") - timeouts == 1
 
 
-def test_one_failed_database_does_not_lose_the_other_job(rig: Rig) -> None:
+def test_one_failed_database_does_not_lose_the_other_job(rig: AcousticRig) -> None:
     rig.sandbox.inject(Fault.status(503), path_prefix=f"/rest/databases/{DB2}", times=3)
     kept, retried = item("a@example.com"), item("b@example.com", destination=str(DB2))
 
@@ -367,10 +341,10 @@ def test_one_failed_database_does_not_lose_the_other_job(rig: Rig) -> None:
     status, detail = outcome_map(result)[retried.item_id]
     assert status is Status.QUEUED
     assert detail == "acoustic submit: HTTP 503 (injected_fault)"
-    assert rig.posts(DB2) == 3
+    assert posts(rig, DB2) == 3
 
 
-def test_rejected_database_fails_its_items_or_the_whole_batch(rig: Rig) -> None:
+def test_rejected_database_fails_its_items_or_the_whole_batch(rig: AcousticRig) -> None:
     kept, rejected = item("a@example.com"), item("b@example.com", destination="30093")
 
     result = rig.adapter.submit([kept, rejected])
@@ -382,7 +356,7 @@ def test_rejected_database_fails_its_items_or_the_whole_batch(rig: Rig) -> None:
         rig.adapter.submit([item("c@example.com", destination="30093")])
 
 
-def test_mixed_failures_without_any_job_are_reported_per_item(rig: Rig) -> None:
+def test_mixed_failures_without_any_job_are_reported_per_item(rig: AcousticRig) -> None:
     rig.sandbox.inject(Fault.status(502), path_prefix=f"/rest/databases/{DB2}")
     unknown, flaky = (
         item("a@example.com", destination="30093"),
@@ -396,7 +370,7 @@ def test_mixed_failures_without_any_job_are_reported_per_item(rig: Rig) -> None:
     }
 
 
-def test_refused_credentials_after_a_job_keep_the_job_and_leave_the_rest(rig: Rig) -> None:
+def test_refused_credentials_after_a_job_keep_the_job_and_leave_the_rest(rig: AcousticRig) -> None:
     rig.sandbox.inject(Fault.status(403), path_prefix=f"/rest/databases/{DB2}")
     sent, waiting = item("a@example.com"), item("b@example.com", destination=str(DB2))
     result = rig.adapter.submit([sent, waiting])
@@ -407,7 +381,7 @@ def test_refused_credentials_after_a_job_keep_the_job_and_leave_the_rest(rig: Ri
         rig.adapter.submit([waiting])
 
 
-def test_items_that_cannot_be_sent_fail_without_a_call(rig: Rig) -> None:
+def test_items_that_cannot_be_sent_fail_without_a_call(rig: AcousticRig) -> None:
     phone, nowhere = (
         item("+4912345", identity_type="phone"),
         item("a@example.com", destination=None),
@@ -432,18 +406,21 @@ def test_poll_survives_a_reset_and_a_slow_answer() -> None:
         job = built.submit_one_job([target])
         sandbox.inject(Fault.reset(), path_prefix="/rest/gdpr_jobs")
         sandbox.inject(Fault.delay(2.0), path_prefix="/rest/gdpr_jobs")
-        timeouts, resets = calls("poll", "timeout"), calls("poll", "connection_error")
+        timeouts, resets = (
+            HARNESS.calls("poll", "timeout"),
+            HARNESS.calls("poll", "connection_error"),
+        )
         result = built.poll_until_done(due(job, [target]))
     finally:
         built.adapter.close()
         sandbox.stop()
     assert outcome_map(result) == {target.item_id: (Status.NOT_FOUND, None)}
-    assert len(built.sleeps) == 2
-    assert calls("poll", "timeout") - timeouts == 1
-    assert calls("poll", "connection_error") - resets == 1
+    assert len(built.sleeps.waits) == 2
+    assert HARNESS.calls("poll", "timeout") - timeouts == 1
+    assert HARNESS.calls("poll", "connection_error") - resets == 1
 
 
-def test_failed_job(rig: Rig) -> None:
+def test_failed_job(rig: AcousticRig) -> None:
     rig.sandbox.fail_next_jobs(1)
     target = item("a@example.com")
     job = rig.submit_one_job([target])
@@ -465,14 +442,14 @@ def test_archived_job_completes_every_item_with_a_detail() -> None:
     assert set(outcome_map(result).values()) == {(Status.COMPLETED, ARCHIVED_DETAIL)}
 
 
-def test_unknown_job_fails(rig: Rig) -> None:
+def test_unknown_job_fails(rig: AcousticRig) -> None:
     ghost = SubmittedJob("987654", str(DB), (1,))
     assert rig.adapter.poll(due(ghost, [item("a@example.com")])) == PollResult(
         Status.FAILED, detail="job unknown to Acoustic"
     )
 
 
-def test_item_missing_from_the_job_response_is_sent_again(rig: Rig) -> None:
+def test_item_missing_from_the_job_response_is_sent_again(rig: AcousticRig) -> None:
     sent, stranger = item("sent@example.com"), item("never-sent@example.com")
     job = rig.submit_one_job([sent])
     result = rig.poll_until_done(due(job, [sent, stranger]))
@@ -497,7 +474,7 @@ def test_token_never_follows_a_redirect_to_another_origin() -> None:
     assert not any(call.path.endswith("/response") for call in sandbox.calls)
 
 
-def test_details_never_contain_identity_values(rig: Rig) -> None:
+def test_details_never_contain_identity_values(rig: AcousticRig) -> None:
     rig.sandbox.add_contact(DB, {"EMAIL": "kept@example.com"})
     rig.sandbox.set_undeletable(DB, "EMAIL", "kept@example.com")
     rig.sandbox.inject(Fault.status(400), path_prefix=f"/rest/databases/{DB2}")

@@ -11,7 +11,6 @@ import itertools
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -20,21 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from consumer.config import AcquiaCdpSettings
-from consumer.metrics import REGISTRY
+from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Regulation, Status
-from consumer.sandbox.acquia_cdp import (
-    DEFAULT_PASSWORD,
-    DEFAULT_TENANT_ID,
-    DEFAULT_USERNAME,
-    AcquiaCdpSandbox,
-    SessionEvent,
-    parse_erasure_body,
-)
-from consumer.sandbox.server import Fault, Response, Router, Sandbox, json_response
 from consumer.vendors.acquia_cdp import (
     MAX_CALLS_PER_SUBMIT,
     AcquiaCdpAdapter,
+    AcquiaCdpSettings,
     answer_verdicts,
     basic_authorization,
     erasure_body,
@@ -47,20 +37,25 @@ from consumer.vendors.base import (
     VendorAuthError,
 )
 from consumer.vendors.http import VendorHttp
-from consumer.work import DueJob, WorkItem
-from tests.vendors.harness import RecordedSleeps, VendorHarness
+from devtools.sandbox.acquia_cdp import (
+    DEFAULT_PASSWORD,
+    DEFAULT_TENANT_ID,
+    AcquiaCdpSandbox,
+    SessionEvent,
+)
+from devtools.sandbox.acquia_cdp_wire import parse_erasure_body
+from devtools.sandbox.server import Fault, Response, Router, Sandbox, json_response
+from tests.vendors.harness import RecordedSleeps, Rig
 from tests.vendors.harness_acquia_cdp import Harness
+
+HARNESS = Harness()
+AcquiaRig = Rig[AcquiaCdpSandbox, AcquiaCdpAdapter]
 
 TENANT = DEFAULT_TENANT_ID
 ERASURE_PATH = f"/v2/{TENANT}/dw/dataerasure"
 NOW = datetime(2024, 5, 6, 7, 8, 9, 987654, tzinfo=UTC)
 INVALID_ID = "INVALID_CUSTOMER_ID: a customer id in the request is invalid"
 _ids = itertools.count(1)
-
-
-def calls(operation: str, outcome: str) -> float:
-    labels = {"vendor": "acquia_cdp", "operation": operation, "outcome": outcome}
-    return REGISTRY.get_sample_value("erasure_vendor_calls_total", labels) or 0.0
 
 
 def item(
@@ -97,45 +92,29 @@ def statuses(items: Sequence[WorkItem], result: SubmitResult) -> dict[str, Statu
     return {value: status for value, (status, _) in by_value(items, result).items()}
 
 
-@dataclass
-class Rig:
-    sandbox: AcquiaCdpSandbox
-    adapter: AcquiaCdpAdapter
-    sleeps: list[float] = field(default_factory=list)
+def erasure_calls(rig: AcquiaRig) -> list[int | None]:
+    return [call.status for call in rig.sandbox.calls if call.path == ERASURE_PATH]
 
-    def erasure_calls(self) -> list[int | None]:
-        return [call.status for call in self.sandbox.calls if call.path == ERASURE_PATH]
 
-    def sent_ids(self) -> list[list[str]]:
-        """Customer ids of each call answered 200, in order."""
-        return [list(record.customer_ids) for record in self.sandbox.erasures()]
+def sent_ids(rig: AcquiaRig) -> list[list[str]]:
+    """Customer ids of each call answered 200, in order."""
+    return [list(record.customer_ids) for record in rig.sandbox.erasures()]
 
-    def accepted_ids(self) -> list[str]:
-        return [value for ids in self.sent_ids() for value in ids]
+
+def accepted_ids(rig: AcquiaRig) -> list[str]:
+    return [value for ids in sent_ids(rig) for value in ids]
 
 
 def make_settings(sandbox: Sandbox, **overrides: Any) -> AcquiaCdpSettings:
-    values: dict[str, Any] = {
-        "base_url": sandbox.base_url,
-        "auth_url": sandbox.base_url,
-        "tenant_id": TENANT,
-        "username": DEFAULT_USERNAME,
-        "password": SecretStr(DEFAULT_PASSWORD),
-        "timeout_seconds": 2.0,
-    }
-    values.update(overrides)
-    return AcquiaCdpSettings(**values)
+    return HARNESS.settings(sandbox, **({"timeout_seconds": 2.0} | overrides))
 
 
-def make_rig(sandbox: AcquiaCdpSandbox, **overrides: Any) -> Rig:
-    settings = make_settings(sandbox, **overrides)
-    sleeps: list[float] = []
-    http = VendorHttp("acquia_cdp", timeout_seconds=settings.timeout_seconds, sleep=sleeps.append)
-    return Rig(sandbox, AcquiaCdpAdapter(settings, http), sleeps)
+def make_rig(sandbox: AcquiaCdpSandbox, **overrides: Any) -> AcquiaRig:
+    return HARNESS.rig(sandbox, **({"timeout_seconds": 2.0} | overrides))
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
+def rig() -> Iterator[AcquiaRig]:
     with AcquiaCdpSandbox(erasure_seconds=60) as sandbox:
         built = make_rig(sandbox)
         try:
@@ -144,7 +123,7 @@ def rig() -> Iterator[Rig]:
             built.adapter.close()
 
 
-def seed(rig: Rig, *values: str) -> None:
+def seed(rig: AcquiaRig, *values: str) -> None:
     for value in values:
         rig.sandbox.add_customer(TENANT, value)
 
@@ -152,12 +131,12 @@ def seed(rig: Rig, *values: str) -> None:
 # --------------------------------------------------------------------------- answers
 
 
-def test_each_answer_list_maps_to_its_status(rig: Rig) -> None:
+def test_each_answer_list_maps_to_its_status(rig: AcquiaRig) -> None:
     seed(rig, "ready", "pending", "flaky")
     rig.adapter.submit([item("pending")])
     rig.sandbox.fail_to_accept("flaky")
     items = [item("ready"), item("pending"), item("unknown"), item("flaky")]
-    ok_before = calls("submit", "ok")
+    ok_before = HARNESS.calls("submit", "ok")
 
     result = rig.adapter.submit(items)
 
@@ -172,11 +151,11 @@ def test_each_answer_list_maps_to_its_status(rig: Rig) -> None:
         "unknown": (Status.NOT_FOUND, None),
         "flaky": (Status.QUEUED, "Acquia CDP failed to accept the id; sending again"),
     }
-    assert calls("submit", "ok") - ok_before == 1
+    assert HARNESS.calls("submit", "ok") - ok_before == 1
     assert rig.sandbox.is_queued(TENANT, "ready")
 
 
-def test_one_call_carries_the_batch_reason_and_earliest_date(rig: Rig) -> None:
+def test_one_call_carries_the_batch_reason_and_earliest_date(rig: AcquiaRig) -> None:
     later = NOW + timedelta(hours=3)
     items = [
         item("a", Regulation.GDPR, later),
@@ -193,13 +172,13 @@ def test_one_call_carries_the_batch_reason_and_earliest_date(rig: Rig) -> None:
     ]
 
 
-def test_reasons_are_distinct_sorted_and_joined(rig: Rig) -> None:
+def test_reasons_are_distinct_sorted_and_joined(rig: AcquiaRig) -> None:
     regulations = [Regulation.OTHER, Regulation.GDPR, Regulation.CCPA, Regulation.GDPR]
     rig.adapter.submit([item(f"cust-{i}", regulation) for i, regulation in enumerate(regulations)])
     assert [record.reason for record in rig.sandbox.erasures()] == ["CCPA/GDPR/OTHER"]
 
 
-def test_a_batch_of_unknown_ids_is_all_not_found(rig: Rig) -> None:
+def test_a_batch_of_unknown_ids_is_all_not_found(rig: AcquiaRig) -> None:
     items = [item("x"), item("y")]
     assert statuses(items, rig.adapter.submit(items)) == {
         "x": Status.NOT_FOUND,
@@ -207,11 +186,11 @@ def test_a_batch_of_unknown_ids_is_all_not_found(rig: Rig) -> None:
     }
 
 
-def test_duplicate_ids_are_sent_once_and_settle_every_item(rig: Rig) -> None:
+def test_duplicate_ids_are_sent_once_and_settle_every_item(rig: AcquiaRig) -> None:
     seed(rig, "twice")
     items = [item("twice", Regulation.GDPR), item("other"), item("twice", Regulation.CCPA)]
     result = rig.adapter.submit(items)
-    assert rig.sent_ids() == [["twice", "other"]]
+    assert sent_ids(rig) == [["twice", "other"]]
     assert rig.sandbox.erasures()[0].reason == "CCPA/GDPR"
     outcomes = {o.item_id: o.status for o in result.outcomes}
     assert outcomes == {
@@ -221,20 +200,20 @@ def test_duplicate_ids_are_sent_once_and_settle_every_item(rig: Rig) -> None:
     }
 
 
-def test_more_than_200_ids_are_split_into_calls_of_at_most_200(rig: Rig) -> None:
+def test_more_than_200_ids_are_split_into_calls_of_at_most_200(rig: AcquiaRig) -> None:
     items = [item(f"c{i}") for i in range(450)]
     result = rig.adapter.submit(items)
-    assert [len(ids) for ids in rig.sent_ids()] == [200, 200, 50]
+    assert [len(ids) for ids in sent_ids(rig)] == [200, 200, 50]
     assert set(statuses(items, result).values()) == {Status.NOT_FOUND}
 
 
-def test_duplicates_count_once_towards_the_limit(rig: Rig) -> None:
+def test_duplicates_count_once_towards_the_limit(rig: AcquiaRig) -> None:
     items = [item(f"c{i % 200}") for i in range(300)]
     rig.adapter.submit(items)
-    assert [len(ids) for ids in rig.sent_ids()] == [200]
+    assert [len(ids) for ids in sent_ids(rig)] == [200]
 
 
-def test_items_of_another_identity_type_fail_without_a_call(rig: Rig) -> None:
+def test_items_of_another_identity_type_fail_without_a_call(rig: AcquiaRig) -> None:
     email = item("a@example.com", identity_type="email")
     result = rig.adapter.submit([email])
     assert result.outcomes == (
@@ -257,11 +236,11 @@ def test_poll_is_never_valid() -> None:
 # --------------------------------------------------------------------------- 400: bisection
 
 
-def test_a_rejected_id_is_isolated_and_only_it_fails(rig: Rig) -> None:
+def test_a_rejected_id_is_isolated_and_only_it_fails(rig: AcquiaRig) -> None:
     seed(rig, *(f"c{i}" for i in range(8)))
     rig.sandbox.reject("c5")
     items = [item(f"c{i}") for i in range(8)]
-    rejected_before = calls("submit", "client_error")
+    rejected_before = HARNESS.calls("submit", "client_error")
 
     result = rig.adapter.submit(items)
 
@@ -269,36 +248,36 @@ def test_a_rejected_id_is_isolated_and_only_it_fails(rig: Rig) -> None:
     assert outcome.pop("c5") == (Status.FAILED, f"acquia_cdp submit: HTTP 400 ({INVALID_ID})")
     assert {status for status, _ in outcome.values()} == {Status.ACCEPTED}
     # Breadth first: [0-7] 400, [0-3] 200, [4-7] 400, [4,5] 400, [6,7] 200, [4] 200, [5] 400.
-    assert rig.erasure_calls() == [400, 200, 400, 400, 200, 200, 400]
-    assert calls("submit", "client_error") - rejected_before == 4
-    assert sorted(rig.accepted_ids()) == sorted(f"c{i}" for i in range(8) if i != 5)
+    assert erasure_calls(rig) == [400, 200, 400, 400, 200, 200, 400]
+    assert HARNESS.calls("submit", "client_error") - rejected_before == 4
+    assert sorted(accepted_ids(rig)) == sorted(f"c{i}" for i in range(8) if i != 5)
 
 
-def test_two_rejected_ids_in_a_full_batch(rig: Rig) -> None:
+def test_two_rejected_ids_in_a_full_batch(rig: AcquiaRig) -> None:
     rig.sandbox.reject("c17")
     rig.sandbox.reject("c140")
     items = [item(f"c{i}") for i in range(200)]
     result = rig.adapter.submit(items)
     failed = {value for value, status in statuses(items, result).items() if status is Status.FAILED}
     assert failed == {"c17", "c140"}
-    assert len(rig.erasure_calls()) <= MAX_CALLS_PER_SUBMIT
-    assert len(rig.accepted_ids()) == 198
+    assert len(erasure_calls(rig)) <= MAX_CALLS_PER_SUBMIT
+    assert len(accepted_ids(rig)) == 198
 
 
-def test_a_lone_rejected_id_fails_after_one_call(rig: Rig) -> None:
+def test_a_lone_rejected_id_fails_after_one_call(rig: AcquiaRig) -> None:
     rig.sandbox.reject("bad")
     bad = item("bad")
     (outcome,) = rig.adapter.submit([bad]).outcomes
     assert outcome.status is Status.FAILED
     assert outcome.detail is not None and "bad" not in outcome.detail
-    assert rig.erasure_calls() == [400]
+    assert erasure_calls(rig) == [400]
 
 
-def test_a_400_about_the_request_runs_out_of_calls_instead_of_failing_ids(rig: Rig) -> None:
+def test_a_400_about_the_request_runs_out_of_calls_instead_of_failing_ids(rig: AcquiaRig) -> None:
     rig.sandbox.inject(Fault.status(400), path_prefix=ERASURE_PATH, times=1000)
     items = [item(f"c{i}") for i in range(100)]
     result = rig.adapter.submit(items)
-    assert len(rig.erasure_calls()) == MAX_CALLS_PER_SUBMIT
+    assert len(erasure_calls(rig)) == MAX_CALLS_PER_SUBMIT
     assert set(statuses(items, result).values()) == {Status.QUEUED}
     detail = result.outcomes[0].detail
     assert (
@@ -307,7 +286,7 @@ def test_a_400_about_the_request_runs_out_of_calls_instead_of_failing_ids(rig: R
     )
 
 
-def test_a_server_error_midway_keeps_the_answers_already_given(rig: Rig) -> None:
+def test_a_server_error_midway_keeps_the_answers_already_given(rig: AcquiaRig) -> None:
     seed(rig, "cust-a", "cust-b", "cust-c")
     rig.sandbox.reject("cust-b")
     rig.sandbox.inject(Fault.delay(0), path_prefix=ERASURE_PATH, times=3)
@@ -315,7 +294,7 @@ def test_a_server_error_midway_keeps_the_answers_already_given(rig: Rig) -> None
     items = [item(value) for value in ("cust-a", "cust-b", "cust-c", "cust-d")]
     # Calls: [a b c d] 400, [a b] 400, [c d] 200, [a] 500; b was never answered.
     result = rig.adapter.submit(items)
-    assert rig.erasure_calls() == [400, 400, 200, 500]
+    assert erasure_calls(rig) == [400, 400, 200, 500]
     leftover = (Status.QUEUED, "acquia_cdp submit: HTTP 500 (injected_fault)")
     assert by_value(items, result) == {
         "cust-a": leftover,
@@ -325,13 +304,13 @@ def test_a_server_error_midway_keeps_the_answers_already_given(rig: Rig) -> None
     }
 
 
-def test_a_rejection_midway_fails_only_the_unanswered(rig: Rig) -> None:
+def test_a_rejection_midway_fails_only_the_unanswered(rig: AcquiaRig) -> None:
     rig.sandbox.reject("cust-b")
     rig.sandbox.inject(Fault.delay(0), path_prefix=ERASURE_PATH, times=3)
     rig.sandbox.inject(Fault.status(422), path_prefix=ERASURE_PATH)
     items = [item(value) for value in ("cust-a", "cust-b", "cust-c")]
     result = rig.adapter.submit(items)
-    assert rig.erasure_calls() == [400, 400, 200, 422]
+    assert erasure_calls(rig) == [400, 400, 200, 422]
     assert statuses(items, result) == {
         "cust-a": Status.FAILED,
         "cust-b": Status.FAILED,
@@ -339,14 +318,14 @@ def test_a_rejection_midway_fails_only_the_unanswered(rig: Rig) -> None:
     }
 
 
-def test_credentials_refused_midway_leave_unanswered_items_unmentioned(rig: Rig) -> None:
+def test_credentials_refused_midway_leave_unanswered_items_unmentioned(rig: AcquiaRig) -> None:
     rig.sandbox.reject("cust-b")
     rig.sandbox.inject(Fault.delay(0), path_prefix=ERASURE_PATH, times=3)
     rig.sandbox.inject(Fault.status(403), path_prefix=ERASURE_PATH)
     items = [item(value) for value in ("cust-a", "cust-b", "cust-c")]
     # Calls: [a b c] 400, [a b] 400, [c] 200, [a] 403: a and b are released unspent.
     result = rig.adapter.submit(items)
-    assert rig.erasure_calls() == [400, 400, 200, 403]
+    assert erasure_calls(rig) == [400, 400, 200, 403]
     assert result.outcomes == (ItemOutcome(items[2].item_id, Status.NOT_FOUND),)
 
 
@@ -407,23 +386,23 @@ def test_unreadable_success_answers_are_sent_again(answer: Response) -> None:
 # --------------------------------------------------------------------------- transport failures
 
 
-def test_server_error_is_retryable_and_not_resent_in_call(rig: Rig) -> None:
+def test_server_error_is_retryable_and_not_resent_in_call(rig: AcquiaRig) -> None:
     rig.sandbox.inject(Fault.status(500, after_processing=True), path_prefix=ERASURE_PATH)
     with pytest.raises(RetryableVendorError, match="HTTP 500"):
         rig.adapter.submit([item("a")])
-    assert rig.erasure_calls() == [500]
-    assert rig.sleeps == []
+    assert erasure_calls(rig) == [500]
+    assert rig.sleeps.waits == []
 
 
-def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: Rig) -> None:
+def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: AcquiaRig) -> None:
     seed(rig, "a")
     rig.sandbox.inject(Fault.rate_limited(retry_after=2), path_prefix=ERASURE_PATH)
-    limited = calls("submit", "rate_limited")
+    limited = HARNESS.calls("submit", "rate_limited")
     a = item("a")
     assert statuses([a], rig.adapter.submit([a])) == {"a": Status.ACCEPTED}
-    assert len(rig.sleeps) == 1 and rig.sleeps[0] >= 2.0
-    assert rig.erasure_calls() == [429, 200]
-    assert calls("submit", "rate_limited") - limited == 1
+    assert len(rig.sleeps.waits) == 1 and rig.sleeps.waits[0] >= 2.0
+    assert erasure_calls(rig) == [429, 200]
+    assert HARNESS.calls("submit", "rate_limited") - limited == 1
 
 
 def test_quota_exhaustion_hands_retry_after_to_the_dispatcher() -> None:
@@ -435,31 +414,31 @@ def test_quota_exhaustion_hands_retry_after_to_the_dispatcher() -> None:
         built.adapter.close()
     # The week's Retry-After reaches the dispatcher (the shared layer caps it at 6 h).
     assert raised.value.retry_after is not None and raised.value.retry_after >= 6 * 3600
-    assert built.sleeps == []
+    assert built.sleeps.waits == []
 
 
-def test_slow_answer_times_out(rig: Rig) -> None:
+def test_slow_answer_times_out(rig: AcquiaRig) -> None:
     with AcquiaCdpSandbox() as sandbox:
         built = make_rig(sandbox, timeout_seconds=0.2)
         sandbox.inject(Fault.delay(2.0), path_prefix=ERASURE_PATH)
-        timeouts = calls("submit", "timeout")
+        timeouts = HARNESS.calls("submit", "timeout")
         with pytest.raises(RetryableVendorError, match=r"no answer within 0.2s"):
             built.adapter.submit([item("a")])
         built.adapter.close()
-    assert calls("submit", "timeout") - timeouts == 1
+    assert HARNESS.calls("submit", "timeout") - timeouts == 1
 
 
-def test_connection_reset_is_retryable(rig: Rig) -> None:
+def test_connection_reset_is_retryable(rig: AcquiaRig) -> None:
     rig.sandbox.inject(Fault.reset(after_processing=True), path_prefix=ERASURE_PATH)
     with pytest.raises(RetryableVendorError, match="connection failed"):
         rig.adapter.submit([item("a")])
-    assert len(rig.erasure_calls()) == 1
+    assert len(erasure_calls(rig)) == 1
 
 
 # --------------------------------------------------------------------------- sessions
 
 
-def test_one_session_serves_many_calls_and_close_logs_it_out(rig: Rig) -> None:
+def test_one_session_serves_many_calls_and_close_logs_it_out(rig: AcquiaRig) -> None:
     rig.adapter.submit([item("a")])
     rig.adapter.submit([item("b")])
     assert rig.sandbox.session_log() == [SessionEvent("login", 200, 1)]
@@ -469,31 +448,31 @@ def test_one_session_serves_many_calls_and_close_logs_it_out(rig: Rig) -> None:
     assert rig.sandbox.open_sessions() == 0
 
 
-def test_close_without_a_session_makes_no_call(rig: Rig) -> None:
+def test_close_without_a_session_makes_no_call(rig: AcquiaRig) -> None:
     rig.adapter.close()
     assert rig.sandbox.calls == []
 
 
 def test_a_refused_token_is_logged_out_and_replaced_once(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+    rig: AcquiaRig, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig.adapter.submit([item("a")])
     rig.sandbox.expire_tokens()
-    auth_ok = calls("auth", "ok")
+    auth_ok = HARNESS.calls("auth", "ok")
     rig.adapter.submit([item("b")])
     assert rig.sandbox.session_log() == [
         SessionEvent("login", 200, 1),
         SessionEvent("logout", 401, None),
         SessionEvent("login", 200, 2),
     ]
-    assert rig.erasure_calls() == [200, 401, 200]
-    assert calls("auth", "ok") - auth_ok == 1
+    assert erasure_calls(rig) == [200, 401, 200]
+    assert HARNESS.calls("auth", "ok") - auth_ok == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "a 401 logout is normal"
     rig.adapter.close()
     assert rig.sandbox.open_sessions() == 0
 
 
-def test_close_survives_a_failing_logout(rig: Rig) -> None:
+def test_close_survives_a_failing_logout(rig: AcquiaRig) -> None:
     rig.adapter.submit([item("a")])
     rig.sandbox.inject(Fault.status(500), path_prefix="/authentication")
     rig.adapter.close()
@@ -501,7 +480,7 @@ def test_close_survives_a_failing_logout(rig: Rig) -> None:
     assert [call.status for call in rig.sandbox.calls][-1] == 500
 
 
-def test_check_logs_in_and_out_with_its_own_session(rig: Rig) -> None:
+def test_check_logs_in_and_out_with_its_own_session(rig: AcquiaRig) -> None:
     rig.adapter.submit([item("a")])
     rig.adapter.check()
     assert rig.sandbox.session_log() == [
@@ -510,17 +489,17 @@ def test_check_logs_in_and_out_with_its_own_session(rig: Rig) -> None:
         SessionEvent("logout", 200, 2),
     ]
     rig.adapter.submit([item("b")])
-    assert rig.erasure_calls() == [200, 200]
+    assert erasure_calls(rig) == [200, 200]
 
 
-def test_check_accepts_a_session_that_ended_before_its_logout(rig: Rig) -> None:
+def test_check_accepts_a_session_that_ended_before_its_logout(rig: AcquiaRig) -> None:
     rig.sandbox.inject(Fault.delay(0), path_prefix="/authentication")
     rig.sandbox.inject(Fault.status(401), path_prefix="/authentication")
     rig.adapter.check()
     assert [call.status for call in rig.sandbox.calls] == [200, 401]
 
 
-def test_check_fails_when_logout_fails(rig: Rig) -> None:
+def test_check_fails_when_logout_fails(rig: AcquiaRig) -> None:
     rig.sandbox.inject(Fault.delay(0), path_prefix="/authentication")
     rig.sandbox.inject(Fault.status(500), path_prefix="/authentication")
     with pytest.raises(RetryableVendorError, match="acquia_cdp auth: HTTP 500"):
@@ -542,15 +521,15 @@ def test_refused_credentials_are_auth_errors_without_secrets(password: str | Non
     for error in (checked.value, submitted.value):
         assert code in str(error)
         assert DEFAULT_PASSWORD not in str(error) and "wrong-password" not in str(error)
-    assert built.erasure_calls() == []
+    assert erasure_calls(built) == []
 
 
-def test_credentials_refused_during_a_session(rig: Rig) -> None:
+def test_credentials_refused_during_a_session(rig: AcquiaRig) -> None:
     rig.adapter.submit([item("a")])
     rig.sandbox.refuse_credentials()
     with pytest.raises(VendorAuthError, match="HTTP 403"):
         rig.adapter.submit([item("b")])
-    assert rig.erasure_calls() == [200, 401]
+    assert erasure_calls(rig) == [200, 401]
 
 
 def test_the_token_field_comes_from_the_settings() -> None:
@@ -561,7 +540,7 @@ def test_the_token_field_comes_from_the_settings() -> None:
         wrong = make_rig(sandbox)
         with pytest.raises(VendorAuthError, match="'access_token' \\(token_field\\)"):
             wrong.adapter.submit([item("a")])
-    assert built.erasure_calls() == [200]
+    assert erasure_calls(built) == [200]
 
 
 def test_a_username_with_a_colon_cannot_log_in() -> None:
@@ -663,7 +642,7 @@ def test_unsafe_event_ids_are_left_out_of_details(event_id: object, shown: str) 
 
 
 def test_the_harness_runs_the_contract_scenarios() -> None:
-    harness: VendorHarness = Harness()
+    harness = Harness()
     sleeps = RecordedSleeps()
     with harness.running() as sandbox:
         adapter = harness.adapter(harness.settings(sandbox), sleeps)

@@ -22,7 +22,7 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.metrics import REGISTRY
+from consumer.runtime.metrics import REGISTRY
 from consumer.vendors.base import PermanentVendorError, RetryableVendorError, VendorAuthError
 from consumer.vendors.http import (
     RetryPolicy,
@@ -35,6 +35,7 @@ from consumer.vendors.http import (
     retry_delay,
     vendor_error_summary,
 )
+from tests.vendors.harness import vendor_calls
 
 VENDOR = "http_test"
 
@@ -153,8 +154,7 @@ def harness(server: tuple[str, Script]) -> Iterator[Harness]:
 
 
 def calls(operation: str, outcome: str) -> float:
-    labels = {"vendor": VENDOR, "operation": operation, "outcome": outcome}
-    return REGISTRY.get_sample_value("erasure_vendor_calls_total", labels) or 0.0
+    return vendor_calls(VENDOR, operation, outcome)
 
 
 def durations(operation: str) -> float:

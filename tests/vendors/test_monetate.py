@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -22,11 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from consumer.config import MonetateSettings
-from consumer.metrics import REGISTRY
+from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Regulation, Status
-from consumer.sandbox.monetate import DEFAULT_PRIVATE_KEY_PEM, MonetateSandbox, is_iso8601
-from consumer.sandbox.server import Fault, Request, Response, json_response
 from consumer.vendors.base import (
     ItemOutcome,
     PermanentVendorError,
@@ -35,17 +32,17 @@ from consumer.vendors.base import (
     SubmittedJob,
     VendorAuthError,
 )
-from consumer.vendors.http import VendorHttp
-from consumer.vendors.monetate import (
-    MonetateAdapter,
-    StatusPacer,
-    iso_utc,
-    schema_rows,
-    token_lifetime,
-)
-from consumer.work import DueJob, WorkItem
-from tests.vendors.harness import VendorHarness, due_job, poll_until_closed
+from consumer.vendors.monetate import MonetateAdapter, MonetateSettings
+from consumer.vendors.monetate.adapter import StatusPacer
+from consumer.vendors.monetate.wire import iso_utc, schema_rows, token_lifetime
+from devtools.sandbox.monetate import MonetateSandbox, sandbox_keys
+from devtools.sandbox.monetate_wire import is_iso8601
+from devtools.sandbox.server import Fault, Request, Response, json_response
+from tests.vendors.harness import Rig, due_job
 from tests.vendors.harness_monetate import Harness
+
+HARNESS = Harness()
+MonetateRig = Rig[MonetateSandbox, MonetateAdapter]
 
 USER, SHORT, DATASET = "api-123-erasure", "acme", "erasure_requests"
 ACCOUNT = f"/api/data/v1/{SHORT}/production"
@@ -78,11 +75,6 @@ def keys() -> Keys:
     return Keys(pem(key), public.decode())
 
 
-def calls(operation: str, outcome: str) -> float:
-    labels = {"vendor": "monetate", "operation": operation, "outcome": outcome}
-    return REGISTRY.get_sample_value("erasure_vendor_calls_total", labels) or 0.0
-
-
 def item(
     value: str, identity_type: str = "customer_id", requested_at: datetime | None = None
 ) -> WorkItem:
@@ -105,34 +97,12 @@ def due(job: SubmittedJob | str, items: Sequence[WorkItem], job_id: int | None =
     return due_job(submitted, items, job_id)
 
 
-@dataclass
-class Rig:
-    sandbox: MonetateSandbox
-    adapter: MonetateAdapter
-    sleeps: list[float] = field(default_factory=list)
-
-    def count(self, path: str, method: str | None = None) -> int:
-        return sum(
-            1
-            for call in self.sandbox.calls
-            if call.path == path and (method is None or call.method == method)
-        )
-
-    def checked_ids(self) -> list[str]:
-        return [
-            parse_qs(call.query)["customer_id"][0]
-            for call in self.sandbox.calls
-            if call.path == STATUS and call.status == 200
-        ]
-
-    def submit_one_job(self, items: Sequence[WorkItem]) -> SubmittedJob:
-        result = self.adapter.submit(items)
-        assert result.outcomes == ()
-        (job,) = result.jobs
-        return job
-
-    def poll_until_done(self, job: DueJob, timeout: float = 5.0) -> PollResult:
-        return poll_until_closed(self.adapter, job, timeout)
+def checked_ids(rig: MonetateRig) -> list[str]:
+    return [
+        parse_qs(call.query)["customer_id"][0]
+        for call in rig.sandbox.calls
+        if call.path == STATUS and call.status == 200
+    ]
 
 
 def new_sandbox(keys: Keys, *, dataset: bool = True, **options: Any) -> MonetateSandbox:
@@ -151,9 +121,8 @@ def new_sandbox(keys: Keys, *, dataset: bool = True, **options: Any) -> Monetate
     return sandbox
 
 
-def make_rig(sandbox: MonetateSandbox, keys: Keys, **overrides: Any) -> Rig:
+def make_rig(sandbox: MonetateSandbox, keys: Keys, **overrides: Any) -> MonetateRig:
     values: dict[str, Any] = {
-        "base_url": sandbox.base_url,
         "shortname": SHORT,
         "dataset": DATASET,
         "api_username": USER,
@@ -162,16 +131,11 @@ def make_rig(sandbox: MonetateSandbox, keys: Keys, **overrides: Any) -> Rig:
         "status_rate_per_second": 250.0,
     }
     checks = overrides.pop("status_checks_per_poll", 20)
-    values.update(overrides)
-    settings = MonetateSettings(**values)
-    sleeps: list[float] = []
-    http = VendorHttp("monetate", timeout_seconds=settings.timeout_seconds, sleep=sleeps.append)
-    adapter = MonetateAdapter(settings, http, status_checks_per_poll=checks)
-    return Rig(sandbox, adapter, sleeps)
+    return Harness(status_checks_per_poll=checks).rig(sandbox, **(values | overrides))
 
 
 @pytest.fixture
-def rig(keys: Keys) -> Iterator[Rig]:
+def rig(keys: Keys) -> Iterator[MonetateRig]:
     sandbox = new_sandbox(keys)
     built = make_rig(sandbox, keys)
     try:
@@ -188,11 +152,11 @@ def outcome_map(result: PollResult) -> dict[int, Status]:
 # --------------------------------------------------------------------------- submit and poll
 
 
-def test_held_and_unknown_ids_both_complete(rig: Rig) -> None:
+def test_held_and_unknown_ids_both_complete(rig: MonetateRig) -> None:
     rig.sandbox.add_customer("C-held")
     requested = datetime(2024, 5, 1, 14, 34, 56, 789000, tzinfo=timezone(timedelta(hours=2)))
     held, unknown = item("C-held", requested_at=requested), item("C-unknown")
-    ok_before = calls("submit", "ok")
+    ok_before = HARNESS.calls("submit", "ok")
 
     job = rig.submit_one_job([held, unknown])
 
@@ -204,7 +168,7 @@ def test_held_and_unknown_ids_both_complete(rig: Rig) -> None:
         Status.SUBMITTED,
     )
     assert rig.sandbox.rows(DATASET)["C-held"] == "2024-05-01T12:34:56.789+00:00"
-    assert calls("submit", "ok") - ok_before == 1
+    assert HARNESS.calls("submit", "ok") - ok_before == 1
     first = rig.adapter.poll(due(job, [held, unknown]))
     assert first == PollResult(
         Status.IN_PROGRESS, (ItemOutcome(unknown.item_id, Status.COMPLETED),)
@@ -214,7 +178,7 @@ def test_held_and_unknown_ids_both_complete(rig: Rig) -> None:
     assert rig.sandbox.customer_status("C-held") == "NOT_FOUND"
 
 
-def test_one_status_check_per_customer_id(rig: Rig) -> None:
+def test_one_status_check_per_customer_id(rig: MonetateRig) -> None:
     older = item("C-1", requested_at=datetime.now(UTC) - timedelta(days=1))
     twice = [item("C-1"), older, item("C-2")]
     job = rig.submit_one_job(twice)
@@ -225,10 +189,10 @@ def test_one_status_check_per_customer_id(rig: Rig) -> None:
 
     assert result.job_status is Status.COMPLETED
     assert set(outcome_map(result)) == {entry.item_id for entry in twice}
-    assert rig.checked_ids() == ["C-1", "C-2"]
+    assert checked_ids(rig) == ["C-1", "C-2"]
 
 
-def test_items_monetate_would_reject_fail_without_a_call(rig: Rig) -> None:
+def test_items_monetate_would_reject_fail_without_a_call(rig: MonetateRig) -> None:
     email, padded, fine = item("a@example.com", "email"), item(" C-1 "), item("C-2")
 
     result = rig.adapter.submit([email, padded, fine])
@@ -249,7 +213,7 @@ def test_items_monetate_would_reject_fail_without_a_call(rig: Rig) -> None:
 AWKWARD_IDS = ["a+b c@x", "100%/done?&=#", "zoë åländ", "用户-42", 'quote"d', "tab\tinside"]
 
 
-def test_awkward_ids_round_trip(rig: Rig) -> None:
+def test_awkward_ids_round_trip(rig: MonetateRig) -> None:
     for value in AWKWARD_IDS:
         rig.sandbox.add_customer(value)
     items = [item(value) for value in AWKWARD_IDS]
@@ -257,7 +221,7 @@ def test_awkward_ids_round_trip(rig: Rig) -> None:
     assert set(rig.sandbox.rows(DATASET)) == set(AWKWARD_IDS)
     result = rig.poll_until_done(due(job, items))
     assert set(outcome_map(result).values()) == {Status.COMPLETED}
-    assert sorted(set(rig.checked_ids())) == sorted(AWKWARD_IDS)
+    assert sorted(set(checked_ids(rig))) == sorted(AWKWARD_IDS)
 
 
 # --------------------------------------------------------------------------- polling limits
@@ -275,14 +239,14 @@ def test_big_jobs_are_checked_in_turn_oldest_first(keys: Keys) -> None:
         polled = due(built.submit_one_job(items), items)
         for _ in range(3):
             assert built.adapter.poll(polled) == PollResult(Status.IN_PROGRESS)
-        assert built.checked_ids() == ["A", "B", "C", "D", "E", "A"]
+        assert checked_ids(built) == ["A", "B", "C", "D", "E", "A"]
         unknown = [item(f"gone-{n}") for n in range(5)]  # NOT_FOUND at once
         result = built.poll_until_done(due(built.submit_one_job(unknown), unknown))
     finally:
         built.adapter.close()
         sandbox.stop()
     assert set(outcome_map(result)) == {entry.item_id for entry in unknown}
-    assert len(built.checked_ids()) == 6 + 5
+    assert len(checked_ids(built)) == 6 + 5
 
 
 def test_status_checks_are_paced_across_jobs(keys: Keys) -> None:
@@ -334,13 +298,13 @@ def test_pacer_refuses_to_go_on_when_its_sleep_is_cut_short() -> None:
         pytest.fail("the call must not be made")
 
 
-def test_a_poll_keeps_what_it_learnt_before_a_failure(rig: Rig) -> None:
+def test_a_poll_keeps_what_it_learnt_before_a_failure(rig: MonetateRig) -> None:
     items = [item("C-1"), item("C-2"), item("C-3")]
     job = rig.submit_one_job(items)
     rig.sandbox.inject(Fault.status(500), path_prefix=STATUS, times=3)
     with pytest.raises(RetryableVendorError, match="HTTP 500"):
         rig.adapter.poll(due(job, items))
-    assert len(rig.sleeps) == 2  # a GET is retried in-call
+    assert len(rig.sleeps.waits) == 2  # a GET is retried in-call
 
     rig.sandbox.inject(Fault.delay(0.0), path_prefix=STATUS)  # the first check goes through
     rig.sandbox.inject(Fault.status(502), path_prefix=STATUS, times=3)
@@ -349,10 +313,10 @@ def test_a_poll_keeps_what_it_learnt_before_a_failure(rig: Rig) -> None:
     assert partial.job_status is Status.IN_PROGRESS
     assert outcome_map(partial) == {items[0].item_id: Status.COMPLETED}
     assert partial.detail == "monetate poll: HTTP 502 (injected_fault)"
-    assert rig.checked_ids()[-1] == "C-1"
+    assert checked_ids(rig)[-1] == "C-1"
 
 
-def test_a_refused_status_check_is_permanent(rig: Rig) -> None:
+def test_a_refused_status_check_is_permanent(rig: MonetateRig) -> None:
     rig.sandbox.inject(Fault.status(400), path_prefix=STATUS)
     with pytest.raises(PermanentVendorError, match="HTTP 400"):
         rig.adapter.poll(due("upload-0123456789ab", [item("C-1")]))
@@ -361,19 +325,19 @@ def test_a_refused_status_check_is_permanent(rig: Rig) -> None:
 # --------------------------------------------------------------------------- auth
 
 
-def test_token_is_reused_and_refreshed_once_after_expiry(rig: Rig) -> None:
-    refreshes = calls("auth", "ok")
+def test_token_is_reused_and_refreshed_once_after_expiry(rig: MonetateRig) -> None:
+    refreshes = HARNESS.calls("auth", "ok")
     rig.submit_one_job([item("C-1")])
     rig.submit_one_job([item("C-2")])
     assert rig.count(REFRESH) == 1
     rig.sandbox.expire_tokens()
-    rejected = calls("submit", "client_error")
+    rejected = HARNESS.calls("submit", "client_error")
 
     rig.submit_one_job([item("C-3")])
 
     assert rig.count(REFRESH) == 2
-    assert calls("auth", "ok") - refreshes == 2
-    assert calls("submit", "client_error") - rejected == 1
+    assert HARNESS.calls("auth", "ok") - refreshes == 2
+    assert HARNESS.calls("submit", "client_error") - rejected == 1
     assert [(c.method, c.status) for c in rig.sandbox.calls][-3:] == [
         ("POST", 401),
         ("GET", 200),
@@ -382,13 +346,13 @@ def test_token_is_reused_and_refreshed_once_after_expiry(rig: Rig) -> None:
     assert rig.sandbox.calls[-2].query == "ttl=3600"
 
 
-def test_check_fetches_a_fresh_token(rig: Rig) -> None:
+def test_check_fetches_a_fresh_token(rig: MonetateRig) -> None:
     rig.adapter.check()
     rig.adapter.check()
     assert rig.count(REFRESH) == 2
 
 
-def test_revoked_key_stops_every_operation(rig: Rig, keys: Keys) -> None:
+def test_revoked_key_stops_every_operation(rig: MonetateRig, keys: Keys) -> None:
     job = rig.submit_one_job([item("C-1")])
     rig.sandbox.revoke_key()
     with pytest.raises(VendorAuthError, match="HTTP 403"):
@@ -431,7 +395,7 @@ def test_refused_or_unusable_credentials(
 
 def test_a_key_the_vendor_does_not_know_is_refused(keys: Keys) -> None:
     sandbox = new_sandbox(keys)
-    built = make_rig(sandbox, keys, private_key=SecretStr(DEFAULT_PRIVATE_KEY_PEM))
+    built = make_rig(sandbox, keys, private_key=SecretStr(sandbox_keys().private_pem))
     try:
         with pytest.raises(VendorAuthError, match="HTTP 401"):
             built.adapter.check()
@@ -520,34 +484,36 @@ def test_missing_dataset_stops_calls_without_failing_items(keys: Keys) -> None:
 
 
 @pytest.mark.parametrize("after_processing", [False, True])
-def test_server_error_on_submit_is_not_resent_in_call(rig: Rig, after_processing: bool) -> None:
+def test_server_error_on_submit_is_not_resent_in_call(
+    rig: MonetateRig, after_processing: bool
+) -> None:
     rig.sandbox.inject(Fault.status(500, after_processing=after_processing), path_prefix=DATA)
     with pytest.raises(RetryableVendorError, match="HTTP 500"):
         rig.adapter.submit([item("C-1")])
     assert rig.count(DATA) == 1
-    assert rig.sleeps == []
+    assert rig.sleeps.waits == []
 
 
-def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: Rig) -> None:
+def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: MonetateRig) -> None:
     rig.sandbox.inject(Fault.rate_limited(retry_after=2), path_prefix=DATA)
-    limited = calls("submit", "rate_limited")
+    limited = HARNESS.calls("submit", "rate_limited")
     rig.submit_one_job([item("C-1")])
-    assert len(rig.sleeps) == 1
-    assert rig.sleeps[0] >= 2.0
+    assert len(rig.sleeps.waits) == 1
+    assert rig.sleeps.waits[0] >= 2.0
     assert rig.count(DATA) == 2
-    assert calls("submit", "rate_limited") - limited == 1
+    assert HARNESS.calls("submit", "rate_limited") - limited == 1
 
 
-def test_rate_limited_status_check_waits_retry_after(rig: Rig) -> None:
+def test_rate_limited_status_check_waits_retry_after(rig: MonetateRig) -> None:
     target = item("C-1")
     job = rig.submit_one_job([target])
     rig.sandbox.inject(Fault.rate_limited(retry_after=1), path_prefix=STATUS)
     result = rig.adapter.poll(due(job, [target]))
     assert result.job_status is Status.COMPLETED
-    assert rig.sleeps == [1.0]
+    assert rig.sleeps.waits == [1.0]
 
 
-def test_long_retry_after_goes_back_to_the_caller(rig: Rig) -> None:
+def test_long_retry_after_goes_back_to_the_caller(rig: MonetateRig) -> None:
     rig.sandbox.inject(Fault.rate_limited(retry_after=120), path_prefix=DATA)
     with pytest.raises(RetryableVendorError) as raised:
         rig.adapter.submit([item("C-1")])
@@ -596,10 +562,10 @@ def test_poll_rides_out_a_reset_and_a_slow_answer(keys: Keys) -> None:
         built.adapter.close()
         sandbox.stop()
     assert outcome_map(result) == {target.item_id: Status.COMPLETED}
-    assert len(built.sleeps) == 2
+    assert len(built.sleeps.waits) == 2
 
 
-def test_refused_credentials_on_submit(rig: Rig) -> None:
+def test_refused_credentials_on_submit(rig: MonetateRig) -> None:
     rig.sandbox.inject(Fault.status(403), path_prefix=DATA)
     with pytest.raises(VendorAuthError, match="HTTP 403"):
         rig.adapter.submit([item("C-1")])
@@ -677,5 +643,5 @@ def test_path_segments_are_url_encoded(shortname: str, dataset: str) -> None:
 
 
 def test_harness_matches_the_protocol() -> None:
-    harness: VendorHarness = Harness()
+    harness = Harness()
     assert harness.max_ids_per_call == 500

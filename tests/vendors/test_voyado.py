@@ -9,7 +9,7 @@ harness the shared contract suite will use, so it is exercised here too.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,12 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from consumer.config import VoyadoSettings
-from consumer.metrics import REGISTRY
+from consumer.ledger.records import WorkItem
 from consumer.model import Status
-from consumer.sandbox.server import Fault
-from consumer.sandbox.voyado import API_PREFIXES as SANDBOX_PREFIXES
-from consumer.sandbox.voyado import VoyadoSandbox, parse_query
 from consumer.vendors.base import (
     ItemOutcome,
     PermanentVendorError,
@@ -40,22 +36,20 @@ from consumer.vendors.voyado import (
     UNKNOWN_JOB_FAILED_DETAIL,
     UNKNOWN_JOB_RESEND_DETAIL,
     VoyadoAdapter,
+    VoyadoSettings,
     remove_job_url,
     status_result,
 )
-from consumer.work import DueJob, WorkItem
-from tests.vendors.harness import RecordedSleeps, VendorHarness, poll_until_closed
+from devtools.sandbox.server import Fault
+from devtools.sandbox.voyado import API_PREFIXES as SANDBOX_PREFIXES
+from devtools.sandbox.voyado import VoyadoSandbox, parse_query
+from tests.vendors.harness import Rig
 from tests.vendors.harness import due_job as due
 from tests.vendors.harness_voyado import Harness
 
 HARNESS = Harness()
 SUBMIT_PATH = HARNESS.submit_path
 STATUS_PATH = f"{API_PREFIXES['v4']}/job-status"
-
-
-def calls(operation: str, outcome: str) -> float:
-    labels = {"vendor": "voyado", "operation": operation, "outcome": outcome}
-    return REGISTRY.get_sample_value("erasure_vendor_calls_total", labels) or 0.0
 
 
 def item(value: str, **changes: Any) -> WorkItem:
@@ -67,37 +61,17 @@ def outcome_map(result: PollResult | SubmitResult) -> dict[int, tuple[Status, st
     return {outcome.item_id: (outcome.status, outcome.detail) for outcome in result.outcomes}
 
 
-@dataclass
-class Rig:
-    sandbox: VoyadoSandbox
-    adapter: VoyadoAdapter
-    sleeps: RecordedSleeps
-
-    def posts(self) -> int:
-        return sum(1 for call in self.sandbox.calls if call.method == "POST")
-
-    def submit_one(self, target: WorkItem) -> SubmittedJob:
-        result = self.adapter.submit([target])
-        assert result.outcomes == ()
-        (job,) = result.jobs
-        return job
-
-    def poll_until_done(self, job: DueJob, timeout: float = 5.0) -> PollResult:
-        return poll_until_closed(self.adapter, job, timeout)
+VoyadoRig = Rig[VoyadoSandbox, VoyadoAdapter]
 
 
-def make_rig(sandbox: VoyadoSandbox, **overrides: object) -> Rig:
-    sleeps = RecordedSleeps()
-    adapter = HARNESS.adapter(HARNESS.settings(sandbox, **overrides), sleeps)
-    assert isinstance(adapter, VoyadoAdapter)
-    return Rig(sandbox, adapter, sleeps)
+def posts(rig: VoyadoRig) -> int:
+    return rig.count(method="POST")
 
 
 @pytest.fixture
-def rig() -> Iterator[Rig]:
+def rig() -> Iterator[VoyadoRig]:
     with HARNESS.running() as sandbox:
-        assert isinstance(sandbox, VoyadoSandbox)
-        built = make_rig(sandbox)
+        built = HARNESS.rig(sandbox)
         try:
             yield built
         finally:
@@ -105,10 +79,10 @@ def rig() -> Iterator[Rig]:
 
 
 @pytest.fixture
-def slow_rig() -> Iterator[Rig]:
+def slow_rig() -> Iterator[VoyadoRig]:
     """Jobs stay `created` for a minute."""
     with VoyadoSandbox(created_seconds=60.0) as sandbox:
-        built = make_rig(sandbox)
+        built = HARNESS.rig(sandbox)
         try:
             yield built
         finally:
@@ -118,10 +92,10 @@ def slow_rig() -> Iterator[Rig]:
 # --------------------------------------------------------------------------- submit and poll
 
 
-def test_known_and_unknown_keys_both_complete(rig: Rig) -> None:
+def test_known_and_unknown_keys_both_complete(rig: VoyadoRig) -> None:
     rig.sandbox.add_customer("known-visitor")
     known, unknown = item("known-visitor"), item("unknown-visitor")
-    ok_before = calls("submit", "ok")
+    ok_before = HARNESS.calls("submit", "ok")
 
     result = rig.adapter.submit([known, unknown])
 
@@ -130,7 +104,7 @@ def test_known_and_unknown_keys_both_complete(rig: Rig) -> None:
         (None, (unknown.item_id,)),
     ]
     assert result.outcomes == ()
-    assert calls("submit", "ok") - ok_before == 2
+    assert HARNESS.calls("submit", "ok") - ok_before == 2
     assert rig.sandbox.requested_keys() == ["known-visitor", "unknown-visitor"]
     for job, target in zip(result.jobs, (known, unknown), strict=True):
         polled = rig.poll_until_done(due(job, [target]))
@@ -140,8 +114,8 @@ def test_known_and_unknown_keys_both_complete(rig: Rig) -> None:
     assert rig.sandbox.removed_customers() == ["known-visitor"]
 
 
-def test_submission_is_a_bodiless_post_with_the_api_key(rig: Rig) -> None:
-    job = rig.submit_one(item("visitor-1"))
+def test_submission_is_a_bodiless_post_with_the_api_key(rig: VoyadoRig) -> None:
+    job = rig.submit_one_job([item("visitor-1")])
     (call,) = rig.sandbox.calls
     assert (call.method, call.path, call.status) == ("POST", SUBMIT_PATH, 200)
     assert rig.sandbox.requested_keys() == ["visitor-1"]  # the sandbox refuses bodies
@@ -149,18 +123,18 @@ def test_submission_is_a_bodiless_post_with_the_api_key(rig: Rig) -> None:
     assert job.vendor_job_id
 
 
-def test_open_statuses_keep_the_job_open(slow_rig: Rig) -> None:
+def test_open_statuses_keep_the_job_open(slow_rig: VoyadoRig) -> None:
     target = item("visitor-1")
-    job = slow_rig.submit_one(target)
+    job = slow_rig.submit_one_job([target])
     assert slow_rig.adapter.poll(due(job, [target])) == PollResult(Status.SUBMITTED)
     assert slow_rig.sandbox.calls[-1].path == STATUS_PATH
 
 
 def test_running_job_is_in_progress() -> None:
     with VoyadoSandbox(created_seconds=0, waiting_seconds=0, running_seconds=60) as sandbox:
-        built = make_rig(sandbox)
+        built = HARNESS.rig(sandbox)
         target = item("visitor-1")
-        job = built.submit_one(target)
+        job = built.submit_one_job([target])
         assert built.adapter.poll(due(job, [target])) == PollResult(Status.IN_PROGRESS)
         built.adapter.close()
 
@@ -179,9 +153,9 @@ AWKWARD_KEYS = [
 ]
 
 
-def test_awkward_keys_reach_voyado_intact(rig: Rig) -> None:
+def test_awkward_keys_reach_voyado_intact(rig: VoyadoRig) -> None:
     for key in AWKWARD_KEYS:
-        rig.submit_one(item(key))
+        rig.submit_one_job([item(key)])
     assert rig.sandbox.requested_keys() == AWKWARD_KEYS
 
 
@@ -194,19 +168,18 @@ def test_remove_job_url_round_trips_any_key(key: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def shared_rig() -> Iterator[Rig]:
+def shared_rig() -> Iterator[VoyadoRig]:
     with HARNESS.running() as sandbox:
-        assert isinstance(sandbox, VoyadoSandbox)
-        built = make_rig(sandbox)
+        built = HARNESS.rig(sandbox)
         yield built
         built.adapter.close()
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(key=st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=40))
-def test_any_key_is_submitted_exactly_over_http(shared_rig: Rig, key: str) -> None:
+def test_any_key_is_submitted_exactly_over_http(shared_rig: VoyadoRig, key: str) -> None:
     before = len(shared_rig.sandbox.requested_keys())
-    shared_rig.submit_one(item(key))
+    shared_rig.submit_one_job([item(key)])
     assert shared_rig.sandbox.requested_keys()[before:] == [key]
 
 
@@ -214,9 +187,9 @@ def test_any_key_is_submitted_exactly_over_http(shared_rig: Rig, key: str) -> No
 def test_api_version_selects_the_path_generation(version: str) -> None:
     with HARNESS.running() as sandbox:
         assert isinstance(sandbox, VoyadoSandbox)
-        built = make_rig(sandbox, api_version=version)
+        built = HARNESS.rig(sandbox, api_version=version)
         target = item("visitor-1")
-        job = built.submit_one(target)
+        job = built.submit_one_job([target])
         assert built.poll_until_done(due(job, [target])).job_status is Status.COMPLETED
         built.adapter.check()
         built.adapter.close()
@@ -231,18 +204,18 @@ def test_adapter_and_sandbox_agree_on_the_paths() -> None:
     assert dict(API_PREFIXES) == dict(SANDBOX_PREFIXES)
 
 
-def test_failed_job_fails_with_a_detail(rig: Rig) -> None:
+def test_failed_job_fails_with_a_detail(rig: VoyadoRig) -> None:
     rig.sandbox.fail_next_jobs(1)
     target = item("visitor-1")
-    job = rig.submit_one(target)
+    job = rig.submit_one_job([target])
     assert rig.poll_until_done(due(job, [target])) == PollResult(
         Status.FAILED, detail=JOB_ERROR_DETAIL
     )
 
 
-def test_unknown_job_is_resent_once_then_failed(slow_rig: Rig) -> None:
+def test_unknown_job_is_resent_once_then_failed(slow_rig: VoyadoRig) -> None:
     first, resent = item("visitor-1"), item("visitor-2", attempts=1)
-    job = slow_rig.submit_one(first)
+    job = slow_rig.submit_one_job([first])
     slow_rig.sandbox.forget_jobs()
 
     result = slow_rig.adapter.poll(due(job, [first, resent]))
@@ -254,7 +227,7 @@ def test_unknown_job_is_resent_once_then_failed(slow_rig: Rig) -> None:
     }
 
 
-def test_any_jid_is_asked_about_intact(rig: Rig) -> None:
+def test_any_jid_is_asked_about_intact(rig: VoyadoRig) -> None:
     target = item("visitor-1")
     ghost = SubmittedJob("a b&jid=c/é", None, (target.item_id,))
     result = rig.adapter.poll(due(ghost, [target]))
@@ -289,15 +262,15 @@ def test_unknown_status_word_keeps_the_job_open_and_is_not_echoed_when_odd() -> 
 # --------------------------------------------------------------------------- rejected submissions
 
 
-def test_rejected_key_is_a_permanent_error(rig: Rig) -> None:
-    rejected = calls("submit", "client_error")
+def test_rejected_key_is_a_permanent_error(rig: VoyadoRig) -> None:
+    rejected = HARNESS.calls("submit", "client_error")
     with pytest.raises(PermanentVendorError, match="HTTP 400"):
         rig.adapter.submit([item("")])  # Voyado rejects an empty customerKey
-    assert calls("submit", "client_error") - rejected == 1
+    assert HARNESS.calls("submit", "client_error") - rejected == 1
     assert rig.sandbox.requested_keys() == []
 
 
-def test_a_rejected_item_fails_alone(rig: Rig) -> None:
+def test_a_rejected_item_fails_alone(rig: VoyadoRig) -> None:
     rejected, sent = item(""), item("visitor-1")
     result = rig.adapter.submit([rejected, sent])
     assert [job.item_ids for job in result.jobs] == [(sent.item_id,)]
@@ -307,7 +280,7 @@ def test_a_rejected_item_fails_alone(rig: Rig) -> None:
     assert detail.startswith("voyado submit: HTTP 400")
 
 
-def test_items_of_another_identity_type_fail_without_a_call(rig: Rig) -> None:
+def test_items_of_another_identity_type_fail_without_a_call(rig: VoyadoRig) -> None:
     with pytest.raises(PermanentVendorError, match="'customer_key', not 'email'"):
         rig.adapter.submit([item("a@example.com", identity_type="email")])
     assert rig.sandbox.calls == []
@@ -316,9 +289,9 @@ def test_items_of_another_identity_type_fail_without_a_call(rig: Rig) -> None:
 # --------------------------------------------------------------------------- credentials
 
 
-def test_refused_credentials_are_auth_errors_everywhere(rig: Rig) -> None:
+def test_refused_credentials_are_auth_errors_everywhere(rig: VoyadoRig) -> None:
     target = item("visitor-1")
-    job = rig.submit_one(target)
+    job = rig.submit_one_job([target])
     HARNESS.refuse_credentials(rig.sandbox)
     for action in (
         lambda: rig.adapter.submit([item("visitor-2")]),
@@ -332,7 +305,7 @@ def test_refused_credentials_are_auth_errors_everywhere(rig: Rig) -> None:
     assert rig.sleeps.waits == []
 
 
-def test_refused_credentials_after_a_job_keep_it_and_leave_the_rest(rig: Rig) -> None:
+def test_refused_credentials_after_a_job_keep_it_and_leave_the_rest(rig: VoyadoRig) -> None:
     sent, refused, later = item("visitor-1"), item("visitor-2"), item("visitor-3")
     rig.sandbox.inject(Fault.delay(0), path_prefix=SUBMIT_PATH)  # first call served normally
     rig.sandbox.inject(Fault.status(403), path_prefix=SUBMIT_PATH)
@@ -342,11 +315,11 @@ def test_refused_credentials_after_a_job_keep_it_and_leave_the_rest(rig: Rig) ->
     assert [job.item_ids for job in result.jobs] == [(sent.item_id,)]
     assert result.outcomes == ()  # the dispatcher releases the unmentioned items
     assert rig.sandbox.requested_keys() == ["visitor-1"]
-    assert rig.posts() == 2
+    assert posts(rig) == 2
 
 
-def test_check_asks_job_status_about_a_dummy_jid(rig: Rig) -> None:
-    auth_ok = calls("auth", "ok")
+def test_check_asks_job_status_about_a_dummy_jid(rig: VoyadoRig) -> None:
+    auth_ok = HARNESS.calls("auth", "ok")
     rig.adapter.check()
     (call,) = rig.sandbox.calls
     assert (call.method, call.path, call.query, call.status) == (
@@ -355,10 +328,10 @@ def test_check_asks_job_status_about_a_dummy_jid(rig: Rig) -> None:
         "jid=healthcheck",
         200,
     )
-    assert calls("auth", "ok") - auth_ok == 1
+    assert HARNESS.calls("auth", "ok") - auth_ok == 1
 
 
-def test_check_reports_a_rejected_check_as_permanent_not_as_credentials(rig: Rig) -> None:
+def test_check_reports_a_rejected_check_as_permanent_not_as_credentials(rig: VoyadoRig) -> None:
     rig.sandbox.inject(Fault.status(400), path_prefix=STATUS_PATH)
     with pytest.raises(PermanentVendorError, match="voyado auth: HTTP 400") as raised:
         rig.adapter.check()
@@ -367,13 +340,13 @@ def test_check_reports_a_rejected_check_as_permanent_not_as_credentials(rig: Rig
 
 def test_check_names_a_wrong_api_version() -> None:
     with VoyadoSandbox(serve_v2=False) as sandbox:
-        built = make_rig(sandbox, api_version="v2")
+        built = HARNESS.rig(sandbox, api_version="v2")
         with pytest.raises(PermanentVendorError, match="api_version v2 wrong"):
             built.adapter.check()
         built.adapter.close()
 
 
-def test_errors_never_hold_the_key_or_the_api_key(rig: Rig) -> None:
+def test_errors_never_hold_the_key_or_the_api_key(rig: VoyadoRig) -> None:
     key = "person-secret-key"
     rig.sandbox.inject(Fault.status(400), path_prefix=SUBMIT_PATH)
     rig.sandbox.inject(Fault.status(500), path_prefix=SUBMIT_PATH)
@@ -390,18 +363,18 @@ def test_errors_never_hold_the_key_or_the_api_key(rig: Rig) -> None:
 # --------------------------------------------------------------------------- transient failures
 
 
-def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: Rig) -> None:
+def test_rate_limited_submit_waits_retry_after_and_is_resent(rig: VoyadoRig) -> None:
     rig.sandbox.inject(Fault.rate_limited(retry_after=2), path_prefix=SUBMIT_PATH)
-    limited = calls("submit", "rate_limited")
-    rig.submit_one(item("visitor-1"))
+    limited = HARNESS.calls("submit", "rate_limited")
+    rig.submit_one_job([item("visitor-1")])
     assert len(rig.sleeps.waits) == 1
     assert rig.sleeps.waits[0] >= 2.0
-    assert rig.posts() == 2
+    assert posts(rig) == 2
     assert rig.sandbox.requested_keys() == ["visitor-1"]
-    assert calls("submit", "rate_limited") - limited == 1
+    assert HARNESS.calls("submit", "rate_limited") - limited == 1
 
 
-def test_a_long_retry_after_is_handed_to_the_dispatcher(rig: Rig) -> None:
+def test_a_long_retry_after_is_handed_to_the_dispatcher(rig: VoyadoRig) -> None:
     rig.sandbox.inject(Fault.rate_limited(retry_after=120), path_prefix=SUBMIT_PATH)
     with pytest.raises(RetryableVendorError) as raised:
         rig.adapter.submit([item("visitor-1")])
@@ -410,27 +383,29 @@ def test_a_long_retry_after_is_handed_to_the_dispatcher(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("after_processing", [False, True])
-def test_server_error_on_submit_is_not_resent_in_call(rig: Rig, after_processing: bool) -> None:
+def test_server_error_on_submit_is_not_resent_in_call(
+    rig: VoyadoRig, after_processing: bool
+) -> None:
     rig.sandbox.inject(
         Fault.status(500, after_processing=after_processing), path_prefix=SUBMIT_PATH
     )
-    server_errors = calls("submit", "server_error")
+    server_errors = HARNESS.calls("submit", "server_error")
     with pytest.raises(RetryableVendorError, match="HTTP 500"):
         rig.adapter.submit([item("visitor-1")])
-    assert rig.posts() == 1
+    assert posts(rig) == 1
     assert rig.sleeps.waits == []
     assert len(rig.sandbox.requested_keys()) == int(after_processing)
-    assert calls("submit", "server_error") - server_errors == 1
+    assert HARNESS.calls("submit", "server_error") - server_errors == 1
 
 
-def test_unavailable_vendor_is_tried_again_in_call(rig: Rig) -> None:
+def test_unavailable_vendor_is_tried_again_in_call(rig: VoyadoRig) -> None:
     rig.sandbox.inject(Fault.status(503), path_prefix=SUBMIT_PATH)
-    rig.submit_one(item("visitor-1"))
-    assert rig.posts() == 2
+    rig.submit_one_job([item("visitor-1")])
+    assert posts(rig) == 2
     assert len(rig.sleeps.waits) == 1
 
 
-def test_after_a_transient_failure_the_rest_of_the_batch_waits(rig: Rig) -> None:
+def test_after_a_transient_failure_the_rest_of_the_batch_waits(rig: VoyadoRig) -> None:
     sent, failed, unsent = item("visitor-1"), item("visitor-2"), item("visitor-3")
     rig.sandbox.inject(Fault.delay(0), path_prefix=SUBMIT_PATH)
     rig.sandbox.inject(Fault.status(500), path_prefix=SUBMIT_PATH)
@@ -441,52 +416,55 @@ def test_after_a_transient_failure_the_rest_of_the_batch_waits(rig: Rig) -> None
     assert outcome_map(result) == {
         failed.item_id: (Status.QUEUED, "voyado submit: HTTP 500 (injected_fault)")
     }
-    assert rig.posts() == 2
+    assert posts(rig) == 2
 
 
 @pytest.mark.parametrize("after_processing", [False, True])
-def test_connection_reset_on_submit_is_handed_back(rig: Rig, after_processing: bool) -> None:
+def test_connection_reset_on_submit_is_handed_back(rig: VoyadoRig, after_processing: bool) -> None:
     rig.sandbox.inject(Fault.reset(after_processing=after_processing), path_prefix=SUBMIT_PATH)
-    resets = calls("submit", "connection_error")
+    resets = HARNESS.calls("submit", "connection_error")
     with pytest.raises(RetryableVendorError, match="connection failed"):
         rig.adapter.submit([item("visitor-1")])
-    assert rig.posts() == 1
-    assert calls("submit", "connection_error") - resets == 1
+    assert posts(rig) == 1
+    assert HARNESS.calls("submit", "connection_error") - resets == 1
 
 
 def test_slow_submit_times_out_and_is_handed_back() -> None:
     with HARNESS.running() as sandbox:
         assert isinstance(sandbox, VoyadoSandbox)
-        built = make_rig(sandbox, timeout_seconds=0.2)
+        built = HARNESS.rig(sandbox, timeout_seconds=0.2)
         sandbox.inject(Fault.delay(2.0), path_prefix=SUBMIT_PATH)
-        timeouts = calls("submit", "timeout")
+        timeouts = HARNESS.calls("submit", "timeout")
         with pytest.raises(RetryableVendorError, match=r"no answer within 0.2s"):
             built.adapter.submit([item("visitor-1")])
         built.adapter.close()
-    assert built.posts() == 1
-    assert calls("submit", "timeout") - timeouts == 1
+    assert posts(built) == 1
+    assert HARNESS.calls("submit", "timeout") - timeouts == 1
 
 
 def test_poll_survives_a_reset_and_a_slow_answer() -> None:
     with HARNESS.running() as sandbox:
         assert isinstance(sandbox, VoyadoSandbox)
-        built = make_rig(sandbox, timeout_seconds=0.3)
+        built = HARNESS.rig(sandbox, timeout_seconds=0.3)
         target = item("visitor-1")
-        job = built.submit_one(target)
+        job = built.submit_one_job([target])
         sandbox.inject(Fault.reset(), path_prefix=STATUS_PATH)
         sandbox.inject(Fault.delay(2.0), path_prefix=STATUS_PATH)
-        timeouts, resets = calls("poll", "timeout"), calls("poll", "connection_error")
+        timeouts, resets = (
+            HARNESS.calls("poll", "timeout"),
+            HARNESS.calls("poll", "connection_error"),
+        )
         result = built.poll_until_done(due(job, [target]))
         built.adapter.close()
     assert result.job_status is Status.COMPLETED
     assert len(built.sleeps.waits) == 2
-    assert calls("poll", "timeout") - timeouts == 1
-    assert calls("poll", "connection_error") - resets == 1
+    assert HARNESS.calls("poll", "timeout") - timeouts == 1
+    assert HARNESS.calls("poll", "connection_error") - resets == 1
 
 
-def test_poll_gives_up_after_three_server_errors(rig: Rig) -> None:
+def test_poll_gives_up_after_three_server_errors(rig: VoyadoRig) -> None:
     target = item("visitor-1")
-    job = rig.submit_one(target)
+    job = rig.submit_one_job([target])
     rig.sandbox.inject(Fault.status(502), path_prefix=STATUS_PATH, times=3)
     with pytest.raises(RetryableVendorError, match="HTTP 502"):
         rig.adapter.poll(due(job, [target]))
@@ -556,7 +534,7 @@ def test_odd_status_answers_are_permanent(status: int, body: bytes, message: str
 
 
 def test_the_harness_fits_the_contract_suite() -> None:
-    harness: VendorHarness = HARNESS
+    harness = HARNESS
     assert harness.max_ids_per_call == 1
     assert HARNESS.has_tokens is False
     assert harness.expected.existing is harness.expected.unknown is Status.COMPLETED
@@ -571,9 +549,9 @@ def test_harness_settings_keep_the_one_key_limit() -> None:
         assert response.status_code == 400
 
 
-def test_harness_seeds_existing_keys(rig: Rig) -> None:
+def test_harness_seeds_existing_keys(rig: VoyadoRig) -> None:
     HARNESS.seed(rig.sandbox, "seeded")
     target = item("seeded")
-    job = rig.submit_one(target)
+    job = rig.submit_one_job([target])
     rig.poll_until_done(due(job, [target]))
     assert rig.sandbox.removed_customers() == ["seeded"]

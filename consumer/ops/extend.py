@@ -1,0 +1,30 @@
+"""`erasure-worker extend`: record a lawful extension of a request's deadline.
+
+GDPR Art. 12(3) allows two further months, CCPA 45 more days: the regulation's maximum
+(`deadlines.*_extension_days`) caps the days added in all, over every extension of the
+request. The extension, who made it and why go into the request's audit trail.
+"""
+
+from __future__ import annotations
+
+from consumer.ledger.records import Extended, Refusal
+from consumer.ops.render import minute
+
+
+def result_line(result: Extended, days: int) -> str:
+    """What `Ledger.extend` did, or why it refused, in one line."""
+    rid = result.request_id
+    used = f"{result.extended_days} of {result.maximum_days} extension days used"
+    if result.refused is Refusal.UNKNOWN_REQUEST:
+        return f"no request {rid} in the ledger"
+    if result.refused is Refusal.COMPLETED:
+        return f"request {rid} is COMPLETED: there is no deadline left to extend"
+    if result.refused is Refusal.BEYOND_MAXIMUM:
+        left = result.maximum_days - result.extended_days
+        return f"refused: {days} more days would pass the maximum ({used}; at most {left} more)"
+    if result.refused is not None or result.due_at is None or result.previous_due_at is None:
+        return f"refused: --days must be 1 or more (got {days})"
+    return (
+        f"extended {rid} by {days} days: due {minute(result.due_at)} UTC"
+        f" (was {minute(result.previous_due_at)}); {used}"
+    )

@@ -1,0 +1,288 @@
+"""The Monetate adapter: uploads, paced per-id status checks and the JWT token exchange
+(see the package docstring for how Monetate works and why)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from consumer.clock import SYSTEM_CLOCK
+from consumer.ledger.records import DueJob, WorkItem
+from consumer.model import Status
+from consumer.vendors.base import (
+    ItemOutcome,
+    Pace,
+    PermanentVendorError,
+    PollResult,
+    RetryableVendorError,
+    SubmitResult,
+    SubmittedJob,
+    VendorAuthError,
+    shown_status_word,
+    unpaced,
+)
+from consumer.vendors.http import Clock, Sleep, TokenAuth, VendorHttp, token_answer
+from consumer.vendors.monetate.settings import STATUS_CHECKS_PER_POLL, MonetateSettings
+from consumer.vendors.monetate.wire import (
+    TOKEN_TTL_SECONDS,
+    as_utc,
+    envelope_data,
+    error_messages,
+    first_error,
+    load_signing_key,
+    schema_rows,
+    signed_jwt,
+    token_lifetime,
+    upload_job_id,
+)
+
+PRIVACY_SCHEMA_TYPE = "customer_data_privacy"
+_OPEN_WORDS = frozenset({"PENDING", "FOUND"})
+_GONE_WORD = "NOT_FOUND"
+_EXISTS_WORD = "exist"  # in the 400 error that refuses a duplicate dataset name
+# A pacing sleep that ends this much early was cut short (shutdown), not rounded.
+_WAKE_TOLERANCE_SECONDS = 0.001
+
+AgeKey = tuple[datetime, int]
+
+
+class StatusPacer:
+    """Spaces rate-limited calls `1 / rate` seconds apart, from the end of one call to the
+    start of the next: every call then also *arrives* at least that far apart, whatever the
+    network did. Use as `with pacer: <one call>`.
+
+    A `sleep` that returns early (a stop event's `wait` at shutdown) raises
+    `RetryableVendorError` rather than letting a call through too soon.
+    """
+
+    def __init__(self, rate_per_second: float, clock: Clock, sleep: Sleep) -> None:
+        self._interval = 1.0 / rate_per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._next_at = float("-inf")
+
+    def __enter__(self) -> None:
+        wait = self._next_at - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+            if self._next_at - self._clock() > _WAKE_TOLERANCE_SECONDS:
+                raise RetryableVendorError("monetate: stopped while pacing rate-limited calls")
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._next_at = self._clock() + self._interval
+
+
+class MonetateAdapter:
+    """`VendorAdapter` for Monetate; one instance per worker loop (not thread-safe).
+
+    `sleep` paces status checks (pass the stop event's `wait` so shutdown cuts it short)
+    and, when no `http` is given, backs off in-call retries; `clock` is the pacer's clock.
+    """
+
+    name = "monetate"
+
+    def __init__(
+        self,
+        settings: MonetateSettings,
+        http: VendorHttp | None = None,
+        *,
+        sleep: Sleep = time.sleep,
+        clock: Clock = SYSTEM_CLOCK.monotonic,
+        status_checks_per_poll: int = STATUS_CHECKS_PER_POLL,
+    ) -> None:
+        if status_checks_per_poll < 1:
+            raise ValueError("status_checks_per_poll must be at least 1")
+        self._settings = settings
+        self._http = http or VendorHttp(
+            self.name, timeout_seconds=settings.timeout_seconds, sleep=sleep
+        )
+        self._auth = TokenAuth(self._fetch_token, scheme="Token")
+        self._signing_key: RSAPrivateKey | None = None
+        self._pacer = StatusPacer(settings.status_rate_per_second, clock, sleep)
+        self._checks_per_poll = status_checks_per_poll
+        self._cursors: dict[int, AgeKey] = {}  # job id -> last id checked, for big jobs
+        shortname = quote(settings.shortname, safe="")
+        dataset = quote(settings.dataset, safe="")
+        account = f"{settings.base_url}/api/data/v1/{shortname}/production"
+        self._refresh_url = f"{settings.base_url}/api/auth/v0/refresh/"
+        self._schema_url = f"{account}/schema/"
+        self._data_url = f"{account}/data/{dataset}/"
+        self._status_url = settings.base_url + settings.status_path.replace(
+            "{shortname}", shortname
+        )
+
+    # ----------------------------------------------------------------- setup
+
+    def create_dataset(self) -> bool:
+        """Create the `customer_data_privacy` dataset; True if created, False if it was
+        already there.
+
+        Monetate documents no call that reads a dataset back, so the answer to the create
+        call is the only evidence: a duplicate name is a 400 whose error says the schema
+        exists (wording unverified: any error mentioning "exist" counts), and every other
+        400 is a refusal reported with its reason.
+        """
+        body = {"type": PRIVACY_SCHEMA_TYPE, "name": self._settings.dataset, "fields": {}}
+        response = self._http.call(
+            "submit", "POST", self._schema_url, auth=self._auth, json=body, handled_statuses=(400,)
+        )
+        if response.status_code in (200, 201):
+            return True
+        if response.status_code == 400:
+            if any(_EXISTS_WORD in message.lower() for message in error_messages(response)):
+                return False
+            reason = first_error(response)
+            raise PermanentVendorError(
+                f"monetate setup: creating dataset {self._settings.dataset!r} was refused "
+                f"(HTTP 400{': ' + reason if reason else ''})"
+            )
+        raise PermanentVendorError(f"monetate setup: unexpected HTTP {response.status_code}")
+
+    # ----------------------------------------------------------------- submit
+
+    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
+        """Upload the batch as one call; items Monetate would reject fail without a call."""
+        problems = {item.item_id: self._problem(item) for item in items}
+        sendable = [item for item in items if problems[item.item_id] is None]
+        unsendable = tuple(
+            ItemOutcome(item_id, Status.FAILED, problem)
+            for item_id, problem in problems.items()
+            if problem is not None
+        )
+        if not sendable:
+            return SubmitResult(outcomes=unsendable)
+        pace()
+        response = self._http.call(
+            "submit",
+            "POST",
+            self._data_url,
+            auth=self._auth,
+            json={"schema_rows": schema_rows(sendable)},
+            handled_statuses=(404,),
+            redact=[item.identity_value for item in sendable],
+        )
+        if response.status_code == 404:
+            raise VendorAuthError(
+                f"monetate submit: dataset {self._settings.dataset} does not exist: "
+                "run `erasure-worker setup`"
+            )
+        if response.status_code not in (200, 201):
+            raise PermanentVendorError(f"monetate submit: unexpected HTTP {response.status_code}")
+        job = SubmittedJob(upload_job_id(), None, tuple(item.item_id for item in sendable))
+        return SubmitResult(jobs=(job,), outcomes=unsendable)
+
+    def _problem(self, item: WorkItem) -> str | None:
+        """Why Monetate cannot take this item (no value in the text), or None."""
+        if item.identity_type != self._settings.identity_type:
+            return f"Monetate erases by {self._settings.identity_type}, not {item.identity_type}"
+        if not item.identity_value or item.identity_value != item.identity_value.strip():
+            return "customer id is empty or has surrounding whitespace, which Monetate rejects"
+        return None
+
+    # ----------------------------------------------------------------- poll
+
+    def poll(self, job: DueJob) -> PollResult:
+        """Check up to `status_checks_per_poll` of the job's customer ids; COMPLETED once
+        every item is gone, else IN_PROGRESS with outcomes for the ids found gone."""
+        outcomes: list[ItemOutcome] = []
+        checks, rotating = self._next_checks(job)
+        for items in checks:
+            try:
+                gone = self._is_gone(items[0].identity_value)
+            except RetryableVendorError as error:
+                if not outcomes:
+                    raise
+                # Keep what this poll learnt; the rest is checked next time.
+                return PollResult(Status.IN_PROGRESS, tuple(outcomes), detail=str(error))
+            if rotating:
+                self._cursors[job.job_id] = _age_key(items[0])
+            if gone:
+                outcomes.extend(ItemOutcome(item.item_id, Status.COMPLETED) for item in items)
+        if len(outcomes) == len(job.items):
+            return PollResult(Status.COMPLETED, tuple(outcomes))
+        return PollResult(Status.IN_PROGRESS, tuple(outcomes))
+
+    def _next_checks(self, job: DueJob) -> tuple[list[list[WorkItem]], bool]:
+        """The job's items grouped by customer id, oldest first, and whether there are more
+        groups than one poll checks. Then the groups start after the one the previous poll
+        of this job checked last (a cursor kept only for such big jobs)."""
+        groups: dict[str, list[WorkItem]] = {}
+        for item in sorted(job.items, key=_age_key):
+            groups.setdefault(item.identity_value, []).append(item)
+        ordered = list(groups.values())
+        if len(ordered) <= self._checks_per_poll:
+            self._cursors.pop(job.job_id, None)
+            return ordered, False
+        cursor = self._cursors.get(job.job_id)
+        if cursor is not None:
+            start = next((i for i, g in enumerate(ordered) if _age_key(g[0]) > cursor), 0)
+            ordered = ordered[start:] + ordered[:start]
+        return ordered[: self._checks_per_poll], True
+
+    def _is_gone(self, customer_id: str) -> bool:
+        """One paced status check: True for NOT_FOUND, False for PENDING / FOUND."""
+        with self._pacer:
+            response = self._http.call(
+                "poll",
+                "GET",
+                self._status_url,
+                auth=self._auth,
+                params={"customer_id": customer_id},
+                handled_statuses=(404,),
+                redact=(customer_id,),
+            )
+        if response.status_code == 404:
+            raise VendorAuthError(
+                "monetate poll: the status endpoint answered 404: check status_path, and run "
+                f"`erasure-worker setup` if dataset {self._settings.dataset} does not exist"
+            )
+        if response.status_code != 200:
+            raise PermanentVendorError(f"monetate poll: unexpected HTTP {response.status_code}")
+        word = envelope_data(response, "poll").get("status")
+        if word == _GONE_WORD:
+            return True
+        if word not in _OPEN_WORDS:
+            shown_status_word(self.name, word)  # unknown: still open, until max_job_age
+        return False
+
+    # ----------------------------------------------------------------- auth
+
+    def check(self) -> None:
+        """Fetch a fresh token: proves the URL, the API user and the private key work (not
+        that the dataset exists: no documented call says so without writing to it)."""
+        self._auth.invalidate()
+        self._auth.token()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _fetch_token(self) -> tuple[str, float]:
+        if self._signing_key is None:  # parsed once: loading an RSA key takes ~50 ms
+            self._signing_key = load_signing_key(self._settings.private_key.get_secret_value())
+        assertion = signed_jwt(
+            self._signing_key, self._settings.api_username, SYSTEM_CLOCK.now().timestamp()
+        )
+        response = self._http.call(
+            "auth",
+            "GET",
+            self._refresh_url,
+            params={"ttl": str(TOKEN_TTL_SECONDS)},
+            headers={"Authorization": f"JWT {assertion}"},
+            redact=(assertion,),
+        )
+        # A garbled token answer must not fail the items of the call that needed the token.
+        data = token_answer(response, self.name).get("data")
+        if not isinstance(data, dict):
+            raise VendorAuthError("monetate auth: answer without a data object")
+        token = data.get("token")
+        if not isinstance(token, str) or not token:
+            raise VendorAuthError("monetate auth: refresh answer without a token")
+        return token, token_lifetime(data)
+
+
+def _age_key(item: WorkItem) -> AgeKey:
+    return as_utc(item.requested_at), item.item_id
