@@ -38,6 +38,8 @@ run: install
 
 bench: install system-deps
 	$(PY) -m bench.ingest
+	$(PY) -m bench.report
+	$(PY) -m bench.throughput
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info

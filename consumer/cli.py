@@ -15,8 +15,8 @@ from pathlib import Path
 
 from consumer.config import ConfigError, Settings, load_settings
 from consumer.ledger import LedgerUnavailable
-from consumer.ops import dependencies, status
-from consumer.ops.command import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command
+from consumer.ops import dependencies, dlq, extend, listing, lookup, report, requeue, status, verify
+from consumer.ops.command import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, Command, LedgerOutdated
 from consumer.redaction import redact_text
 from consumer.runtime.logs import configure_logging
 
@@ -34,6 +34,13 @@ COMMANDS: tuple[Command, ...] = (
     status.COMMAND,
     dependencies.SETUP,
     dependencies.CHECK,
+    report.COMMAND,
+    lookup.COMMAND,
+    verify.COMMAND,
+    requeue.COMMAND,
+    extend.COMMAND,
+    listing.COMMAND,
+    dlq.COMMAND,
 )
 
 
@@ -41,11 +48,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command: Command = args.command
     try:
-        settings = load_settings(_config_path(args))
+        settings = load_settings(_config_path(args), vendor_secrets=not command.ledger_only)
         return command.run(settings, args)
     except ConfigError as error:
         print(f"erasure-worker: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except LedgerOutdated as error:
+        print(f"erasure-worker: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except LedgerUnavailable as error:
         print(f"erasure-worker: ledger unavailable: {redact_text(str(error))}", file=sys.stderr)
         return EXIT_FAILURE

@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     create_model,
     field_validator,
@@ -30,12 +31,13 @@ from pydantic import (
 )
 
 from consumer.errors import FatalError
-from consumer.model import Regulation
+from consumer.ledger.deadlines import Deadlines
 from consumer.redaction import redact_properties, redact_url
 from consumer.vendors import registry
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
+MIN_HASH_KEY_LENGTH = 16
 
 
 class ConfigError(FatalError):
@@ -124,6 +126,9 @@ class VendorSettings(_Settings):
     # A job still open this long after submission is FAILED: a vendor job that never ends
     # must not keep its request open forever. Generous: Voyado's jobs take 5-6 days.
     max_job_age_seconds: float = Field(default=30 * 86400.0, gt=0)
+    # Calls under way at once in one worker process, for submissions and for status polls
+    # each (contract §4); every call slot is a loop with its own HTTP session.
+    max_in_flight: int = Field(default=4, ge=1, le=64)
 
     @field_validator("base_url")
     @classmethod
@@ -156,6 +161,22 @@ class VendorSettings(_Settings):
         return 1
 
     @property
+    def poll_rate_per_second(self) -> float | None:
+        """Status calls per second the vendor allows (all replicas together), or None."""
+        return None
+
+    def next_poll_seconds(self, age_seconds: float, settled_some: bool) -> float:
+        """When to poll a job again that this poll left open (`age_seconds` after it was
+        submitted; `settled_some`: the poll settled some of its items)."""
+        return self.poll_interval_seconds
+
+    @property
+    def items_per_claim(self) -> int:
+        """Items one dispatch claim takes: `batch_size` for each destination, since every
+        submission call goes to one destination and carries up to `batch_size`."""
+        return self.batch_size * len(self.destinations)
+
+    @property
     def calls_per_submit(self) -> int:
         """Submission calls one batch may make (the claim's lease covers them): one per
         destination."""
@@ -184,18 +205,53 @@ class VendorsSettings(_Settings):
 
 
 class DeadlineSettings(_Settings):
-    """Legal deadlines in days from `requested_at` (GDPR: one month; CCPA: 45 days)."""
+    """Legal deadlines in days from `requested_at` (GDPR: one month; CCPA: 45 days), and
+    the most days `extend` may add to one request in all (GDPR: two further months)."""
 
     gdpr_days: float = Field(default=30.0, gt=0)
     ccpa_days: float = Field(default=45.0, gt=0)
     other_days: float = Field(default=30.0, gt=0)
+    gdpr_extension_days: int = Field(default=60, ge=0)
+    ccpa_extension_days: int = Field(default=45, ge=0)
+    other_extension_days: int = Field(default=60, ge=0)
 
-    def days(self) -> dict[Regulation, float]:
-        return {
-            Regulation.GDPR: self.gdpr_days,
-            Regulation.CCPA: self.ccpa_days,
-            Regulation.OTHER: self.other_days,
-        }
+    def deadlines(self) -> Deadlines:
+        """The day counts as the ledger and the operator commands use them."""
+        return Deadlines(**self.model_dump())
+
+
+class RetentionSettings(_Settings):
+    """What the ledger forgets, and when (contract §4 `retention`; README "Data").
+
+    `hash_key` keys the HMAC that replaces minimised identity values: a secret (never in a
+    repr or a log line), and the same for the life of the ledger, or `lookup` can no longer
+    find minimised requests. Days count from a request's final status.
+    """
+
+    hash_key: SecretStr | None = None
+    identifiers_after_days: float | None = Field(default=None, ge=0)
+    requests_days: float = Field(default=730.0, gt=0)
+
+    @field_validator("hash_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        """A short key lets anyone who reads the ledger test guessed addresses against it."""
+        if key is not None and len(key.get_secret_value()) < MIN_HASH_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_HASH_KEY_LENGTH} characters long")
+        return key
+
+    @model_validator(mode="after")
+    def _key_for_minimisation(self) -> RetentionSettings:
+        if self.identifiers_after_days is not None and self.hash_key is None:
+            raise ValueError(
+                "hash_key is required once identifiers_after_days is set"
+                ' (e.g. hash_key: "${ERASURE_HASH_KEY}")'
+            )
+        return self
+
+    @property
+    def hash_key_bytes(self) -> bytes | None:
+        return None if self.hash_key is None else self.hash_key.get_secret_value().encode()
 
 
 class Settings(_Settings):
@@ -204,10 +260,18 @@ class Settings(_Settings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     vendors: VendorsSettings = Field(default_factory=VendorsSettings)
     deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
 
-def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, expand `${NAME}` references and validate; raise ConfigError on any problem."""
+def load_settings(
+    path: Path, environ: Mapping[str, str] | None = None, *, vendor_secrets: bool = True
+) -> Settings:
+    """Read, expand `${NAME}` references and validate; raise ConfigError on any problem.
+
+    `vendor_secrets=False` is for commands that only use the ledger (status, list, ...): a
+    `${NAME}` under `vendors:` that is not set stays as written instead of being an error,
+    so an operator needs no vendor credential to run them.
+    """
     environment = os.environ if environ is None else environ
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -217,7 +281,7 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the configuration must be a YAML mapping")
-    expanded = _expand(raw, environment, path, ())
+    expanded = _expand(raw, environment, path, (), vendor_secrets)
     try:
         return settings_model().model_validate(expanded)
     except ValidationError as error:
@@ -258,22 +322,31 @@ def format_validation_error(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
-def _expand(node: Any, environ: Mapping[str, str], path: Path, key: tuple[str, ...]) -> Any:
+def _expand(
+    node: Any, environ: Mapping[str, str], path: Path, key: tuple[str, ...], vendor_secrets: bool
+) -> Any:
+    def expand(value: Any, name: str) -> Any:
+        return _expand(value, environ, path, (*key, name), vendor_secrets)
+
     if isinstance(node, dict):
-        return {
-            name: _expand(value, environ, path, (*key, str(name))) for name, value in node.items()
-        }
+        return {name: expand(value, str(name)) for name, value in node.items()}
     if isinstance(node, list):
-        return [_expand(value, environ, path, (*key, str(i))) for i, value in enumerate(node)]
+        return [expand(value, str(i)) for i, value in enumerate(node)]
     if isinstance(node, str):
-        return _ENV_REFERENCE.sub(lambda match: _lookup(match, environ, path, key), node)
+        return _ENV_REFERENCE.sub(lambda m: _lookup(m, environ, path, key, vendor_secrets), node)
     return node
 
 
 def _lookup(
-    match: re.Match[str], environ: Mapping[str, str], path: Path, key: tuple[str, ...]
+    match: re.Match[str],
+    environ: Mapping[str, str],
+    path: Path,
+    key: tuple[str, ...],
+    vendor_secrets: bool,
 ) -> str:
     name = match.group(1)
+    if name not in environ and not vendor_secrets and key[:1] == ("vendors",):
+        return match.group(0)
     if name not in environ:
         raise ConfigError(f"{path}: {'.'.join(key)}: environment variable {name} is not set")
     return environ[name]

@@ -93,10 +93,23 @@ class SqlBackend(ABC):
 
     #: The folder of consumer/ledger/migrations this backend's schema lives in.
     dialect: str
+    #: One row when the table named by the parameter exists, none otherwise.
+    table_exists: str
 
     @abstractmethod
     def _lock_for_migration(self, tx: Tx) -> None:
         """Serialise replicas that migrate at the same moment."""
+
+    def missing_migrations(self) -> list[int]:
+        """Versions this code has and the ledger lacks: the operator commands refuse to
+        work on a ledger that the worker has not migrated yet, with one clear line, rather
+        than fail half-way on a column that is not there."""
+        with self._transaction(write=False) as tx:
+            if not tx.rows(self.table_exists, ("schema_migrations",)):
+                applied: set[int] = set()
+            else:
+                applied = {v for (v,) in tx.rows("SELECT version FROM schema_migrations")}
+        return [m.version for m in migrations(self.dialect) if m.version not in applied]
 
     def migrate(self) -> None:
         """Apply, in one transaction, every numbered migration this ledger lacks."""

@@ -14,10 +14,12 @@ Retry-After has passed (`pause_bucket`).
 Rolling quotas (Acquia CDP: identifiers per 7 days): a send reserves its identifiers before
 the call, in a transaction that first locks the vendor's `quota_locks` row, then counts the
 window and records the reservation in `vendor_sends`: two replicas can never both see the
-last identifiers free. A reservation counts as spent unless its caller gives it back with
-`settle_quota`, which it does when the vendor surely did not count the call (see there).
-A replica that dies between reserving and sending leaves its reservation counted: the quota
-is under-used by one batch until the window passes, never overrun.
+last identifiers free. The window follows the caller's clock, like every other due time
+the caller sets: replicas' clocks that disagree by seconds move the edge of a 7-day window
+by seconds. A reservation counts as spent unless its caller gives it back with
+`settle_quota` (dispatch does when the vendor surely did not count the call). A replica
+that dies between reserving and sending leaves its reservation counted: the quota is
+under-used by one batch until the window passes, never overrun.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class SqlLimits(SqlBackend):
         return float(tokens), self._from_db(updated_at)
 
     def reserve_quota(
-        self, vendor: str, wanted: int, quota: int, window: timedelta
+        self, vendor: str, wanted: int, quota: int, window: timedelta, now: datetime
     ) -> QuotaReservation:
         with self._transaction(write=True) as tx:
             tx.rows(
@@ -105,8 +107,8 @@ class SqlLimits(SqlBackend):
             )
             ((used,),) = tx.rows(
                 "SELECT coalesce(sum(identifiers), 0) FROM vendor_sends"
-                f" WHERE vendor = ? AND sent_at > {self.db_now} - ?",
-                (vendor, self._to_db_span(window)),
+                " WHERE vendor = ? AND sent_at > ?",
+                (vendor, self._to_db(now - window)),
             )
             free = max(0, quota - int(used))
             granted = min(wanted, free)
@@ -114,8 +116,8 @@ class SqlLimits(SqlBackend):
                 return QuotaReservation(vendor, None, 0, free)
             ((send_id,),) = tx.rows(
                 "INSERT INTO vendor_sends (vendor, sent_at, identifiers)"
-                f" VALUES (?, {self.db_now}, ?) RETURNING send_id",
-                (vendor, granted),
+                " VALUES (?, ?, ?) RETURNING send_id",
+                (vendor, self._to_db(now), granted),
             )
         return QuotaReservation(vendor, send_id, granted, free - granted)
 

@@ -29,10 +29,6 @@ from consumer.model import Regulation, Status
 
 REQUEUE = "requeue"
 EXTEND = "extend"
-_INSERT_ACTION = (
-    "INSERT INTO operator_actions (request_id, vendor, action, actor, reason, detail, at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
 # Back to the start: fresh attempts, due at once, no job, no lease, no old failure.
 _REQUEUE_ITEMS = (
     "UPDATE items SET status = 'QUEUED', attempts = 0, next_attempt_at = ?, job_id = NULL,"
@@ -51,6 +47,11 @@ class SqlOperations(SqlBackend):
     @abstractmethod
     def _insert_events(self, tx: Tx, events: Sequence[Row]) -> None:
         """Record status events: `SqlLedger._insert_events`, the trail's one way in."""
+
+    @abstractmethod
+    def _insert_actions(self, tx: Tx, actions: Sequence[Row]) -> None:
+        """Record operator actions (request_id, vendor, action, actor, reason, detail, at)
+        in the audit chain: `SqlAudit._insert_actions`, their one way in."""
 
     def _failed_scopes_sql(self, which: RequeueFilter) -> tuple[str, list[object]]:
         """The condition on vendor_scopes `s` that picks the FAILED scopes `which` names
@@ -114,8 +115,8 @@ class SqlOperations(SqlBackend):
             )
             self._reopen(tx, request_id, vendors, action, at)
             per_vendor = Counter(vendor for _, vendor in items)
-            tx.many(
-                _INSERT_ACTION,
+            self._insert_actions(
+                tx,
                 [
                     (
                         request_id,
@@ -189,9 +190,9 @@ class SqlOperations(SqlBackend):
                 f"+{days} days ({extended_days + days} of {maximum} used):"
                 f" due {_stamp(due)} -> {_stamp(new_due)}"
             )
-            tx.rows(
-                _INSERT_ACTION,
-                (request_id, None, EXTEND, action.actor, action.reason, detail, self._to_db(now)),
+            self._insert_actions(
+                tx,
+                [(request_id, None, EXTEND, action.actor, action.reason, detail, self._to_db(now))],
             )
         return Extended(request_id, None, due, new_due, extended_days + days, maximum)
 

@@ -96,6 +96,7 @@ class PostgresLedger(SqlLedger):
     """A `Ledger` in a PostgreSQL database given by a libpq URL."""
 
     dialect = "postgres"
+    table_exists = "SELECT 1 WHERE to_regclass(?) IS NOT NULL"
     in_array = "= ANY(?)"
     lock_rows = " FOR UPDATE"
     skip_locked = " FOR UPDATE OF {} SKIP LOCKED"

@@ -15,7 +15,7 @@ item is due again, when a job is polled) follows the caller's `now`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -45,7 +45,7 @@ from consumer.ledger.records import (
     RequeueFilter,
     WorkItem,
 )
-from consumer.model import Regulation, Status
+from consumer.model import Status
 
 
 class LedgerUnavailable(TransientError):
@@ -61,6 +61,9 @@ class LedgerRejected(RejectedError):
 class Ledger(Protocol):
     def migrate(self) -> None:
         """Create or upgrade the schema; safe to call from several replicas at once."""
+
+    def missing_migrations(self) -> list[int]:
+        """Schema versions this code expects that the ledger has not applied (empty: current)."""
 
     def ping(self) -> None:
         """Raise LedgerUnavailable unless the database answers and would take a write
@@ -126,7 +129,7 @@ class Ledger(Protocol):
         """Status events recorded but not yet published."""
 
     def quota_used(self, vendor: str, since: datetime) -> int:
-        """Identifiers sent to `vendor` since `since` (recorded through `Change.sends`)."""
+        """Identifiers sent to `vendor` since `since` (reserved with `reserve_quota`)."""
 
     def take_call_slot(self, bucket: RateBucket) -> CallSlot:
         """Take one call from a rate shared by every replica on this ledger, on the
@@ -138,11 +141,11 @@ class Ledger(Protocol):
         vendor's Retry-After); slots granted before stay granted."""
 
     def reserve_quota(
-        self, vendor: str, wanted: int, quota: int, window: timedelta
+        self, vendor: str, wanted: int, quota: int, window: timedelta, now: datetime
     ) -> QuotaReservation:
         """Reserve up to `wanted` identifiers of `vendor`'s `quota` per rolling `window`
-        (on the database's clock, shared by every replica), before sending them; fewer, or
-        none, when the window holds less. The reservation counts as sent."""
+        ending at `now` (shared by every replica), before sending them; fewer, or none,
+        when the window holds less. The reservation counts as sent at `now`."""
 
     def settle_quota(self, reservation: QuotaReservation, spent: int) -> None:
         """Say how many of a reservation's identifiers the vendor counted (0 when it surely
@@ -150,10 +153,6 @@ class Ledger(Protocol):
 
     def overdue_items(self, vendor: str, submitted_before: datetime) -> int:
         """Open items of `vendor` whose job was submitted before `submitted_before`."""
-
-    def open_requests_before(self, cutoffs: Mapping[Regulation, datetime]) -> dict[Regulation, int]:
-        """Open requests per regulation whose `requested_at` is before that regulation's
-        cutoff (for legal-deadline risk)."""
 
     # --- operator commands (consumer.ledger.operations, consumer.ledger.worklist) ---------
 

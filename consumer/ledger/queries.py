@@ -5,7 +5,6 @@ request's audit trail, and the counts behind the gauges.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from datetime import datetime
 
 from consumer.ledger.backend import SqlBackend
@@ -145,15 +144,3 @@ class SqlQueries(SqlBackend):
                 (vendor, self._to_db(submitted_before)),
             )
         return int(count)
-
-    def open_requests_before(self, cutoffs: Mapping[Regulation, datetime]) -> dict[Regulation, int]:
-        counts: dict[Regulation, int] = {}
-        with self._transaction(write=False) as tx:
-            for regulation, cutoff in cutoffs.items():
-                ((count,),) = tx.rows(
-                    "SELECT count(*) FROM requests WHERE status = 'RECEIVED'"
-                    " AND regulation = ? AND requested_at < ?",
-                    (regulation.value, self._to_db(cutoff)),
-                )
-                counts[regulation] = int(count)
-        return counts

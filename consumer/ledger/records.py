@@ -108,14 +108,6 @@ class JobUpdate:
 
 
 @dataclass(frozen=True, slots=True)
-class VendorSend:
-    """Identifiers a vendor received in one submission, counted against its quota."""
-
-    vendor: str
-    identifiers: int
-
-
-@dataclass(frozen=True, slots=True)
 class Change:
     """One unit of work for the ledger: applied atomically, leases released.
 
@@ -131,7 +123,6 @@ class Change:
     new_jobs: tuple[NewJob, ...] = ()
     jobs: tuple[JobUpdate, ...] = ()
     released_item_ids: tuple[int, ...] = ()
-    sends: tuple[VendorSend, ...] = ()
     owner: str | None = None
 
 

@@ -291,10 +291,6 @@ class SqlLedger(
                 for job in change.jobs
             ],
         )
-        tx.many(
-            "INSERT INTO vendor_sends (vendor, sent_at, identifiers) VALUES (?, ?, ?)",
-            [(send.vendor, at, send.identifiers) for send in change.sends],
-        )
         if change.released_item_ids:
             tx.rows(
                 "UPDATE items SET lease_owner = NULL, lease_until = NULL"

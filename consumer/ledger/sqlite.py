@@ -131,6 +131,7 @@ class SqliteLedger(SqlLedger):
     """A `Ledger` in one SQLite file; the file and its directory are created on first use."""
 
     dialect = "sqlite"
+    table_exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
     in_array = "IN (SELECT value FROM json_each(?))"
     # Microseconds since the epoch, from SQLite's millisecond clock (rounding undoes the
     # float error of julianday(), which is far below a millisecond).

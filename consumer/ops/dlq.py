@@ -1,203 +1,31 @@
 """`erasure-worker dlq list` and `dlq replay`: the dead letters, and sending them again
 once the producer or the worker is fixed (contract §1, §5).
 
-The dead-letter topic is read from the beginning by a consumer of its own (a throwaway
-group id that never commits, partitions assigned, not subscribed), up to the end each
-partition had when it was reached (librdkafka's partition EOF: the fetch's own high
-watermark, which is right even where a broker reports a stale one), and never further.
-
 A replay publishes the message to the input topic byte for byte, key and value, with one
 header: `erasure.replays`, one more than the dead letter carried. Ingest copies that
 header into the headers of a message it dead-letters again, so a replay that fails again
 comes back to the dead-letter topic once, marked; `dlq replay --all` skips those and every
 dead letter already replayed (recorded in the ledger with who and why), so nothing loops.
-
-What is shown of a dead letter: its position, reason, error message and source position,
-and the request_id where the value (or else the key) holds one in canonical form. Never
-the bytes themselves: they may carry identity values.
+See `consumer.ops.dlq_read` for how the topic is read and what is shown of a dead letter,
+`consumer.ops.dlq_replay` for the replay.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import uuid
+import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, Final
 
-import confluent_kafka
-from confluent_kafka import KafkaError, TopicPartition
-
-from consumer.clock import SYSTEM_CLOCK, Clock
-from consumer.config import KafkaSettings
-from consumer.kafka.errors import KafkaFailure, build_client, kafka_failure
-from consumer.kafka.framing import REQUEST_SCHEMA, UndecodableMessage, read_body, unframe
-from consumer.kafka.properties import client_config
-from consumer.ledger.protocol import Ledger
+from consumer.config import Settings
+from consumer.kafka.errors import KafkaFailure
 from consumer.ledger.records import ReplayRecord
-from consumer.ops.inputs import is_request_id
+from consumer.ops import inputs
+from consumer.ops.command import EXIT_OK, Command, open_current_ledger
+from consumer.ops.dlq_read import DeadLetter, read_dead_letters, with_replays
+from consumer.ops.dlq_replay import dlq_replay, replay_arguments
 from consumer.ops.render import iso, minute
-
-REPLAYS_HEADER: Final = "erasure.replays"
-VALUE_OMITTED_HEADER: Final = "error.value_omitted"
-READ_TIMEOUT_SECONDS: Final = 30.0
-_POLL_SECONDS: Final = 0.2
-_BATCH: Final = 500
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One record of the dead-letter topic: where it is, and its bytes (never shown)."""
-
-    partition: int
-    offset: int
-    key: bytes | None = field(repr=False)
-    value: bytes | None = field(repr=False)
-    headers: tuple[tuple[str, bytes], ...] = field(repr=False)
-
-    @property
-    def position(self) -> str:
-        return f"{self.partition}:{self.offset}"
-
-    def header(self, name: str) -> str | None:
-        """The last value of header `name`, as text."""
-        found = [value for key, value in self.headers if key == name]
-        return found[-1].decode("utf-8", "replace") if found else None
-
-    @property
-    def reason(self) -> str:
-        return self.header("error.reason") or "-"
-
-    @property
-    def message(self) -> str:
-        return self.header("error.message") or "-"
-
-    @property
-    def source(self) -> str:
-        parts = (self.header(f"source.{part}") for part in ("topic", "partition", "offset"))
-        return "/".join(part or "?" for part in parts)
-
-    @property
-    def replays(self) -> int:
-        """How many times this message had been replayed before it came back here."""
-        text = self.header(REPLAYS_HEADER)
-        return int(text) if text is not None and text.isdecimal() else 0
-
-    @property
-    def value_omitted(self) -> bool:
-        """A pointer to a message too large for this topic: there is nothing to replay."""
-        return self.header(VALUE_OMITTED_HEADER) == "true"
-
-    @property
-    def request_id(self) -> str | None:
-        """The request_id of the value, else the key, where it is a canonical UUID."""
-        candidate: Any
-        try:
-            candidate = read_body(unframe(self.value)[0], REQUEST_SCHEMA, None)["request_id"]
-        except UndecodableMessage:
-            candidate = None if self.key is None else self.key.decode("utf-8", "replace")
-        return candidate if isinstance(candidate, str) and is_request_id(candidate) else None
-
-
-def read_dead_letters(
-    settings: KafkaSettings, timeout: float = READ_TIMEOUT_SECONDS, clock: Clock = SYSTEM_CLOCK
-) -> Iterator[DeadLetter]:
-    """Every record of the dead-letter topic as it is read (in offset order within each
-    partition; partitions may interleave); KafkaFailure if the topic is missing, or when
-    `timeout` seconds pass without a record or the end of a partition arriving."""
-    consumer = build_client(confluent_kafka.Consumer, _reader_config(settings))
-    try:
-        partitions = _partitions(consumer, settings.dlq_topic, timeout)
-        consumer.assign(
-            [
-                TopicPartition(settings.dlq_topic, p, confluent_kafka.OFFSET_BEGINNING)
-                for p in partitions
-            ]
-        )
-        yield from _read_to_end(consumer, set(partitions), timeout, clock)
-    finally:
-        consumer.close()
-
-
-def _reader_config(settings: KafkaSettings) -> dict[str, Any]:
-    return {
-        **client_config(settings),
-        "group.id": f"erasure-worker-dlq-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-    }
-
-
-def _partitions(consumer: confluent_kafka.Consumer, topic: str, timeout: float) -> list[int]:
-    try:
-        metadata = consumer.list_topics(topic, timeout=timeout)
-    except confluent_kafka.KafkaException as exception:
-        raise kafka_failure(exception, "reading the dead-letter topic's metadata") from None
-    found = metadata.topics.get(topic)
-    if found is None or found.error is not None or not found.partitions:
-        raise KafkaFailure(f"the dead-letter topic {topic} does not exist", code="_UNKNOWN_TOPIC")
-    return sorted(found.partitions)
-
-
-def _read_to_end(
-    consumer: confluent_kafka.Consumer, pending: set[int], timeout: float, clock: Clock
-) -> Iterator[DeadLetter]:
-    """The records of the `pending` partitions up to each one's end; records of a
-    partition whose end was reached are newer dead letters, left for the next reader."""
-    deadline = clock.monotonic() + timeout
-    while pending:
-        if clock.monotonic() > deadline:
-            raise KafkaFailure("the dead-letter topic stopped answering", code="_TIMED_OUT")
-        for record in consumer.consume(_BATCH, _POLL_SECONDS):
-            error, partition = record.error(), record.partition()
-            if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                if error.fatal():
-                    raise kafka_failure(error, "reading the dead-letter topic")
-                continue  # librdkafka retries on its own; the deadline bounds the wait
-            deadline = clock.monotonic() + timeout
-            if error is not None:
-                pending.discard(partition)
-            elif partition in pending:
-                yield _dead_letter(record)
-
-
-def _dead_letter(record: confluent_kafka.Message) -> DeadLetter:
-    partition, offset = record.partition(), record.offset()
-    if partition is None or offset is None:
-        raise KafkaFailure("read a dead letter without a position", code="_BAD_MSG")
-    raw = record.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    headers = tuple(
-        (name, value.encode() if isinstance(value, str) else value or b"") for name, value in pairs
-    )
-    return DeadLetter(partition, offset, record.key(), record.value(), headers)
-
-
-def with_replays(
-    ledger: Ledger, topic: str, letters: Iterable[DeadLetter]
-) -> Iterator[tuple[DeadLetter, ReplayRecord | None]]:
-    """Each dead letter with its replay as the ledger recorded it, looked up in batches."""
-    for batch in batched(letters):
-        found: dict[tuple[int, int], ReplayRecord] = {}
-        for partition in sorted({letter.partition for letter in batch}):
-            offsets = [letter.offset for letter in batch if letter.partition == partition]
-            for offset, record in ledger.replays(topic, partition, offsets).items():
-                found[partition, offset] = record
-        for letter in batch:
-            yield letter, found.get((letter.partition, letter.offset))
-
-
-def batched(letters: Iterable[DeadLetter]) -> Iterator[list[DeadLetter]]:
-    """Dead letters in lists of up to a few hundred, for lookups and deliveries in bulk."""
-    batch: list[DeadLetter] = []
-    for letter in letters:
-        batch.append(letter)
-        if len(batch) == _BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
 
 _COLUMNS: Final = (
     f"{'POSITION':<12}  {'REASON':<15}  {'REQUEST':<36}  {'REPLAYS':>7}  {'REPLAYED':<28}"
@@ -244,3 +72,53 @@ def dead_letter_json(letter: DeadLetter, replayed: ReplayRecord | None) -> dict[
         if replayed is None
         else {"at": iso(replayed.replayed_at), "actor": replayed.actor, "reason": replayed.reason},
     }
+
+
+def dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    """`erasure-worker dlq list`: written line by line as the topic is read."""
+    ledger = open_current_ledger(settings)
+    try:
+        letters = read_dead_letters(settings.kafka)
+        entries = with_replays(ledger, settings.kafka.dlq_topic, letters)
+        if args.json:
+            sys.stdout.writelines(json_chunks(entries))
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.writelines(line + "\n" for line in table_lines(entries))
+    except KafkaFailure as error:
+        return inputs.refused(f"cannot read the dead-letter topic: {error}")
+    finally:
+        ledger.close()
+    return EXIT_OK
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON array")
+
+
+# Kafka and the ledger, never a vendor: no vendor secret is needed (`ledger_only`).
+LIST = Command("dlq list", "show the dead letters", dlq_list, _list_arguments, ledger_only=True)
+REPLAY = Command(
+    "dlq replay", "publish dead letters again", dlq_replay, replay_arguments, ledger_only=True
+)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> None:
+    """`list` and `replay`, each with its own Command (the one `main` runs)."""
+    subcommands = parser.add_subparsers(required=True, metavar="SUBCOMMAND")
+    for command in (LIST, REPLAY):
+        sub = subcommands.add_parser(command.name.split()[-1], help=command.help)
+        # Also after the subcommand; SUPPRESS keeps a --config given before it.
+        sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sub.set_defaults(command=command)
+        command.arguments(sub)
+
+
+# `dlq` alone is a usage error: the subcommand's own Command replaces this one's `run`.
+COMMAND = Command(
+    "dlq",
+    "dead letters: list them, replay them once fixed",
+    dlq_list,
+    _subcommands,
+    ledger_only=True,
+)

@@ -14,22 +14,30 @@ already or lost their value (too large for the dead-letter topic).
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from consumer.clock import SYSTEM_CLOCK, Clock
-from consumer.config import KafkaSettings
+from consumer.config import KafkaSettings, Settings
+from consumer.kafka.errors import KafkaFailure
 from consumer.kafka.messages import OutgoingMessage
 from consumer.kafka.producer import Producer
+from consumer.kafka.properties import dead_letter_producer_config
 from consumer.ledger.protocol import Ledger
 from consumer.ledger.records import OperatorAction, ReplayRecord
-from consumer.ops.dlq import REPLAYS_HEADER, DeadLetter, batched, read_dead_letters, with_replays
+from consumer.ops import inputs
+from consumer.ops.command import EXIT_FAILURE, EXIT_OK, open_current_ledger
+from consumer.ops.dlq_read import DeadLetter, batched, read_dead_letters, with_replays
 from consumer.ops.inputs import BadInput
 from consumer.ops.render import minute
+from consumer.pipeline.dead_letters import REPLAYS
 
 DELIVERY_TIMEOUT_SECONDS: Final = 30.0
+DEFAULT_REASON: Final = "replayed from the dead-letter topic"
 ALREADY_REPLAYED: Final = "already replayed"
 CAME_BACK: Final = "came back after a replay (replay it by --offsets once the cause is fixed)"
 NO_VALUE: Final = "value too large for the dead-letter topic (it is at its source position)"
@@ -121,7 +129,7 @@ def _deliver(
             settings.input_topic,
             letter.key,
             letter.value,
-            ((REPLAYS_HEADER, str(letter.replays + 1).encode()),),
+            ((REPLAYS, str(letter.replays + 1).encode()),),
         )
         for letter in batch
     ]
@@ -136,8 +144,40 @@ def _deliver(
 
 
 def report_lines(report: ReplayReport, input_topic: str) -> list[str]:
-    """One line per refused position, one per reason for skipping, then the total."""
-    lines = [f"{position}: {why}" for position, why in report.refused]
-    lines += [f"skipped {count}: {why}" for why, count in sorted(report.skipped.items())]
+    """One line per reason for skipping, then the total (refusals: `ReplayReport.refused`)."""
+    lines = [f"skipped {count}: {why}" for why, count in sorted(report.skipped.items())]
     lines.append(f"replayed {len(report.replayed)} dead letter(s) to {input_topic}")
     return lines
+
+
+def dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """`erasure-worker dlq replay`: refused positions one line each on stderr, then what
+    was skipped and the count."""
+    try:
+        if args.all == (args.offsets is not None):
+            raise BadInput("choose the dead letters: --offsets PARTITION:OFFSET,... or --all")
+        chosen = None if args.all else positions(args.offsets)
+        action = inputs.action(args.reason or DEFAULT_REASON, args.actor)
+    except BadInput as error:
+        return inputs.refused(str(error))
+    ledger = open_current_ledger(settings)
+    producer = Producer(dead_letter_producer_config(settings.kafka), role="dlq-replay")
+    try:
+        report = replay(settings.kafka, ledger, producer, chosen, action)
+    except KafkaFailure as error:
+        return inputs.refused(f"dead-letter replay stopped: {error}")
+    finally:
+        producer.close(DELIVERY_TIMEOUT_SECONDS)
+        ledger.close()
+    for position, why in report.refused:
+        print(f"erasure-worker: {position}: {why}", file=sys.stderr)
+    print("\n".join(report_lines(report, settings.kafka.input_topic)))
+    return EXIT_FAILURE if report.refused else EXIT_OK
+
+
+def replay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offsets", metavar="PARTITION:OFFSET,...", help="these dead letters")
+    parser.add_argument(
+        "--all", action="store_true", help="every one not replayed yet nor come back after one"
+    )
+    inputs.add_action_arguments(parser, f"why (default: {DEFAULT_REASON!r})")

@@ -1,4 +1,5 @@
-"""`erasure-worker extend`: record a lawful extension of a request's deadline.
+"""`erasure-worker extend REQUEST_ID --days N --reason TEXT`: record a lawful extension of
+a request's deadline.
 
 GDPR Art. 12(3) allows two further months, CCPA 45 more days: the regulation's maximum
 (`deadlines.*_extension_days`) caps the days added in all, over every extension of the
@@ -7,8 +8,33 @@ request. The extension, who made it and why go into the request's audit trail.
 
 from __future__ import annotations
 
+import argparse
+
+from consumer.clock import SYSTEM_CLOCK
+from consumer.config import Settings
 from consumer.ledger.records import Extended, Refusal
+from consumer.ops import inputs
+from consumer.ops.command import EXIT_OK, Command, open_current_ledger
 from consumer.ops.render import minute
+
+
+def extend(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        request_id = inputs.request_id(args.request_id)
+        days = inputs.positive_days(args.days)
+        action = inputs.action(args.reason, args.actor)
+    except inputs.BadInput as error:
+        return inputs.refused(str(error))
+    ledger = open_current_ledger(settings)
+    try:
+        deadlines = settings.deadlines.deadlines()
+        result = ledger.extend(request_id, days, action, deadlines, SYSTEM_CLOCK.now())
+    finally:
+        ledger.close()
+    if result.refused is not None:
+        return inputs.refused(result_line(result, days))
+    print(result_line(result, days))
+    return EXIT_OK
 
 
 def result_line(result: Extended, days: int) -> str:
@@ -28,3 +54,14 @@ def result_line(result: Extended, days: int) -> str:
         f"extended {rid} by {days} days: due {minute(result.due_at)} UTC"
         f" (was {minute(result.previous_due_at)}); {used}"
     )
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("request_id", metavar="REQUEST_ID")
+    parser.add_argument("--days", metavar="N", default="", help="days to add (1 or more)")
+    inputs.add_action_arguments(parser, "why (required; goes into the audit trail)")
+
+
+COMMAND = Command(
+    "extend", "move a request's due date (a lawful extension)", extend, _arguments, ledger_only=True
+)

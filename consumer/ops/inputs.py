@@ -7,15 +7,18 @@ a request id that is not a UUID might be an e-mail address typed into the wrong 
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import re
+import sys
 import unicodedata
 from collections.abc import Collection
 from datetime import UTC, date, datetime, time
 from typing import Final
 
 from consumer.ledger.records import OperatorAction
+from consumer.ops.command import EXIT_FAILURE
 
 MAX_REASON_LENGTH: Final = 500
 MAX_ACTOR_LENGTH: Final = 100
@@ -26,6 +29,19 @@ _CANONICAL_UUID: Final = re.compile(
 
 class BadInput(ValueError):
     """An argument the command cannot use; `str()` is the one line to print."""
+
+
+def refused(message: str) -> int:
+    """Say on one line why nothing (more) was done; the exit code for it."""
+    print(f"erasure-worker: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def add_action_arguments(parser: argparse.ArgumentParser, reason_help: str) -> None:
+    """`--reason` and `--actor`, checked by `action` (so a missing reason exits 1 with one
+    line like every other bad value, not with argparse's usage error)."""
+    parser.add_argument("--reason", metavar="TEXT", help=reason_help)
+    parser.add_argument("--actor", metavar="NAME", help="who acts (default: the OS user)")
 
 
 def is_request_id(text: str) -> bool:
@@ -49,11 +65,14 @@ def vendor(name: str, known: Collection[str]) -> str:
     return name
 
 
-def positive_days(days: int) -> int:
-    """A number of days to add: 1 or more."""
-    if days < 1:
-        raise BadInput(f"--days must be a whole number of days, 1 or more (got {days})")
-    return days
+def positive_days(text: str) -> int:
+    """A number of days to add: a whole number, 1 or more."""
+    if not text:
+        raise BadInput("--days N is required: a whole number of days, 1 or more")
+    if re.fullmatch(r"-?[0-9]{1,6}", text) is None or int(text) < 1:
+        shown = text if len(text) <= 12 and text.isprintable() else "that"
+        raise BadInput(f"--days must be a whole number of days, 1 or more (got {shown})")
+    return int(text)
 
 
 def moment(text: str, option: str) -> datetime:

@@ -9,14 +9,19 @@ as one JSON array.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any, Final
 
+from consumer.clock import SYSTEM_CLOCK
+from consumer.config import Settings
 from consumer.ledger.deadlines import Deadlines
 from consumer.ledger.protocol import Ledger
 from consumer.ledger.records import RequestFilter, RequestSummary
+from consumer.ops.command import EXIT_OK, Command, open_current_ledger
 from consumer.ops.render import days_left, iso, minute
 
 PAGE_SIZE: Final = 500
@@ -78,3 +83,39 @@ def summary_json(row: RequestSummary, now: datetime) -> dict[str, Any]:
 
 def _extension(row: RequestSummary) -> str:
     return f"+{row.extended_days}" if row.extended_days else "-"
+
+
+def list_requests(settings: Settings, args: argparse.Namespace) -> int:
+    """`erasure-worker list`: written line by line as the pages are read."""
+    which = RequestFilter(args.open, args.failed, args.at_risk, args.overdue)
+    now = SYSTEM_CLOCK.now()
+    ledger = open_current_ledger(settings)
+    try:
+        rows = requests(ledger, which, now, settings.deadlines.deadlines())
+        if args.json:
+            sys.stdout.writelines(json_chunks(rows, now))
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.writelines(line + "\n" for line in table_lines(rows, now))
+    finally:
+        ledger.close()
+    return EXIT_OK
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--open", action="store_true", help="not COMPLETED (FAILED included)")
+    parser.add_argument("--failed", action="store_true", help="with a FAILED vendor scope")
+    parser.add_argument(
+        "--at-risk", action="store_true", help="in the last quarter of the deadline"
+    )
+    parser.add_argument("--overdue", action="store_true", help="past the due date")
+    parser.add_argument("--json", action="store_true", help="one JSON array")
+
+
+COMMAND = Command(
+    "list",
+    "requests by due date: open, failed, at risk or overdue (filters narrow each other)",
+    list_requests,
+    _arguments,
+    ledger_only=True,
+)

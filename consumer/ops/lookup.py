@@ -9,25 +9,38 @@ identity no enabled vendor used was never stored, by design, and cannot be found
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+import sys
+from typing import Any, TextIO
 
+from consumer.config import Settings
 from consumer.ledger.protocol import Ledger
 from consumer.ledger.records import LookupHit
+from consumer.ops.command import EXIT_FAILURE, EXIT_OK, Command, open_current_ledger
 from consumer.ops.inputs import BadInput
 from consumer.ops.render import iso, minute
 
+MAX_SHOWN_KIND = 40
 
-def identity(argument: str) -> tuple[str, str]:
-    """TYPE=VALUE split in two; one clear line (without the value) when it is not that."""
+
+def identity(argument: str, stdin: TextIO | None = None) -> tuple[str, str]:
+    """TYPE=VALUE split in two; one clear line (without the value) when it is not that.
+    VALUE `-` reads the value from the first line of `stdin`, which keeps it out of the
+    shell's history and the process list."""
     kind, equals, value = argument.partition("=")
+    if value == "-" and stdin is not None:
+        value = stdin.readline().rstrip("\r\n")
     if not equals or not kind.strip() or not value:
         raise BadInput("lookup takes TYPE=VALUE, e.g. email=<address> or customer_id=<id>")
     return kind.strip(), value
 
 
-def lookup(ledger: Ledger, argument: str, hash_key: bytes | None) -> tuple[str, list[LookupHit]]:
+def lookup(
+    ledger: Ledger, argument: str, hash_key: bytes | None, stdin: TextIO | None = None
+) -> tuple[str, list[LookupHit]]:
     """The identity's kind and the requests that carried it."""
-    kind, value = identity(argument)
+    kind, value = identity(argument, stdin)
     return kind, ledger.lookup(kind, value, hash_key)
 
 
@@ -46,7 +59,9 @@ def lookup_text(kind: str, hits: list[LookupHit], unreachable: int) -> str:
             for hit in hits
         ]
     else:
-        lines = [f"no request carried this {kind} identifier"]
+        # The kind as typed, unless it might be a value typed into the wrong place.
+        shown = kind if kind.isidentifier() and len(kind) <= MAX_SHOWN_KIND else "(that type)"
+        lines = [f"no request carried this {shown} identifier"]
     if unreachable:
         lines.append(
             f"note: {unreachable} request(s) have minimised identifiers and no"
@@ -67,3 +82,36 @@ def lookup_json(hits: list[LookupHit]) -> list[dict[str, Any]]:
         }
         for hit in hits
     ]
+
+
+def lookup_command(settings: Settings, args: argparse.Namespace) -> int:
+    key = settings.retention.hash_key_bytes
+    ledger = open_current_ledger(settings)
+    try:
+        kind, hits = lookup(ledger, args.identity, key, sys.stdin)
+        unreachable = ledger.minimised_requests() if key is None else 0
+    except BadInput as error:
+        print(f"erasure-worker: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        ledger.close()
+    print(
+        json.dumps(lookup_json(hits), indent=2)
+        if args.json
+        else lookup_text(kind, hits, unreachable)
+    )
+    return EXIT_OK
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("identity", metavar="TYPE=VALUE", help="VALUE - reads it from stdin")
+    parser.add_argument("--json", action="store_true", help="one JSON array")
+
+
+COMMAND = Command(
+    "lookup",
+    "the requests that carried an identity, and how they ended",
+    lookup_command,
+    _arguments,
+    ledger_only=True,
+)

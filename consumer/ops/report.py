@@ -12,15 +12,22 @@ from vendors and vendor names from requests.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
+from consumer.config import Settings
 from consumer.ledger.records import ReportRow, VendorOutcome
+from consumer.ops.command import EXIT_FAILURE, EXIT_OK, Command, open_current_ledger
+from consumer.ops.inputs import BadInput, moment
 from consumer.ops.render import iso
 
 FORMATS = ("csv", "json")
@@ -187,3 +194,70 @@ def _vendor_json(outcome: VendorOutcome) -> dict[str, Any]:
         "vendor_job_ids": list(outcome.vendor_job_ids),
         "finished_at": _iso(outcome.finished_at),
     }
+
+
+def report(settings: Settings, args: argparse.Namespace) -> int:
+    """`erasure-worker report`: the window's requests to stdout or --output, then a line on
+    stderr saying where they went."""
+    try:
+        start, end, fmt = _window(args)
+    except BadInput as error:
+        print(f"erasure-worker: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    vendors = tuple(settings.vendors.enabled())
+    ledger = open_current_ledger(settings)
+    try:
+        with _output(args.output) as out, ledger.report(start, end) as rows:
+            totals = write_report(rows, fmt, vendors, (start, end), out)
+    except OSError as error:
+        print(f"erasure-worker: cannot write {args.output}: {error.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        ledger.close()
+    if args.output:
+        count = totals.rows()[-1][2]
+        print(f"report: {count} request(s) written to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _window(args: argparse.Namespace) -> tuple[datetime, datetime, str]:
+    start, end = moment(args.start, "--from"), moment(args.end, "--to")
+    if end <= start:
+        raise BadInput("--to must come after --from (the window is [from, to))")
+    if args.format not in FORMATS:
+        raise BadInput(f"--format is one of {', '.join(FORMATS)}")
+    return start, end, args.format
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """Standard output, or the file, written under a temporary name and renamed once the
+    report is whole: a report cut short by an error never passes for a complete one."""
+    if path is None:
+        yield sys.stdout
+        return
+    partial = Path(f"{path}.partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            yield out
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="start", required=True, metavar="DATE", help="YYYY-MM-DD")
+    parser.add_argument(
+        "--to", dest="end", required=True, metavar="DATE", help="YYYY-MM-DD, excluded"
+    )
+    parser.add_argument("--format", default="csv", help="csv (default) or json")
+    parser.add_argument("--output", metavar="FILE", help="write here instead of standard output")
+
+
+COMMAND = Command(
+    "report",
+    "the auditor's report: requests received in [--from, --to), then totals",
+    report,
+    _arguments,
+    ledger_only=True,
+)

@@ -7,13 +7,12 @@ import json
 import sys
 
 from consumer.config import Settings
-from consumer.ledger import open_ledger
-from consumer.ops.command import EXIT_FAILURE, EXIT_OK, Command
+from consumer.ops.command import EXIT_FAILURE, EXIT_OK, Command, open_current_ledger
 from consumer.ops.trail import trail_json, trail_text
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = open_ledger(settings.ledger.url)
+    ledger = open_current_ledger(settings)
     try:
         trail = ledger.trail(args.request_id)
     finally:

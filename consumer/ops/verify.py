@@ -9,8 +9,11 @@ event id (or action id) and request id, and why.
 
 from __future__ import annotations
 
+import argparse
+
+from consumer.config import Settings
 from consumer.ledger.records import ChainBreak, ChainReport
-from consumer.ops.command import EXIT_FAILURE, EXIT_OK
+from consumer.ops.command import EXIT_FAILURE, EXIT_OK, Command, open_current_ledger
 
 
 def verify_text(report: ChainReport) -> tuple[str, int]:
@@ -37,3 +40,18 @@ def describe(broken: ChainBreak) -> str:
     else:
         where = f"the chain head (position {broken.position})"
     return f"{where}: {broken.reason}"
+
+
+def verify(settings: Settings, _args: argparse.Namespace) -> int:
+    ledger = open_current_ledger(settings)
+    try:
+        line, code = verify_text(ledger.verify_chain())
+    finally:
+        ledger.close()
+    print(line)
+    return code
+
+
+COMMAND = Command(
+    "verify", "check that the ledger's audit trail is intact", verify, ledger_only=True
+)

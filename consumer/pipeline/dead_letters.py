@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 UNDECODABLE: Final = "undecodable"
 INVALID_REQUEST: Final = "invalid_request"
 VALUE_OMITTED: Final = "error.value_omitted"
+#: How many times `erasure-worker dlq replay` has published this message again (its header
+#: on the replayed message, copied onto the dead letter if it is rejected again).
+REPLAYS: Final = "erasure.replays"
 
 
 class DeadLetterFailed(TransientError):
@@ -131,12 +134,15 @@ def _reason(outcome: ErasureRequest | CodecError | None) -> str:
 
 def _error_headers(entry: Entry, error_message: str) -> tuple[tuple[str, bytes], ...]:
     """The dead-letter headers of contract §1 (`error.message` never carries personal
-    data: codec messages name rules, not values)."""
+    data: codec messages name rules, not values), and the replay count of a replayed
+    message, so that `dlq replay --all` knows it came back and never loops."""
     message = entry.message
+    replays = tuple((name, value) for name, value in message.headers if name == REPLAYS)
     return (
         ("error.reason", _reason(entry.outcome).encode()),
         ("error.message", error_message.encode()),
         ("source.topic", message.topic.encode()),
         ("source.partition", str(message.partition).encode()),
         ("source.offset", str(message.offset).encode()),
+        *replays[-1:],
     )

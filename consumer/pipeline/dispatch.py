@@ -1,28 +1,38 @@
 """Per-vendor submission: claim queued items from the ledger, send them in batches, record
 what the vendor said.
 
-A batch is sent when it is full (`batch_size`) or when its oldest item has waited
-`flush_interval_seconds`, and calls never exceed `rate_per_second` (every submission call
-an adapter makes goes through the rate limiter, see `Pace`). Claims are leases sized for
-every call a batch may make, so the items of a worker that died mid-call are sent again
-once the lease expires. Whatever a submission raises ends as a recorded, counted attempt:
-the same ids are never resent unrecorded. This runs on its own thread: the Kafka loop
-never waits on a vendor.
+A batch is sent when it is full (`batch_size` for each destination) or when its oldest
+item has waited `flush_interval_seconds`. A worker runs `max_in_flight` dispatchers per
+vendor (each with its own HTTP session and ledger connection), so that many batches are
+under way at once; their calls keep to the vendor's rate for the whole fleet through the
+vendor's `CallGate` (`consumer.pipeline.call_gate`). Claims are leases sized for every call
+a batch may make, so the items of a worker that died mid-call are sent again once the
+lease expires. Whatever a submission raises ends as a recorded, counted attempt: the same
+ids are never resent unrecorded. This runs on its own threads: the Kafka loop never waits
+on a vendor.
+
+A vendor with a rolling quota (Acquia CDP) has the batch's distinct identifiers reserved
+in the ledger before the call, atomically for every replica (`Ledger.reserve_quota`); items
+beyond what the window holds wait QUEUED. Acquia counts the identifiers of the calls it
+accepted, so the reservation stands when the vendor answered about the batch (or when
+nobody knows what happened: an exception nobody foresaw), and is given back when the call
+failed as a whole with a vendor error: refused (4xx, 429, credentials) or not processed
+(5xx, no answer). A vendor outage then costs no quota for the week; should Acquia have
+counted a call that got no answer, its own 429 holds the worker back until the window
+frees it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 
-from consumer.backoff import BackoffPolicy, backoff_delay
-from consumer.clock import SYSTEM_CLOCK, Clock
+from consumer.ledger.limit_records import QuotaReservation
 from consumer.ledger.protocol import LedgerUnavailable
-from consumer.ledger.records import Change, ItemUpdate, NewJob, VendorSend, WorkItem
+from consumer.ledger.records import Change, ItemUpdate, NewJob, WorkItem
 from consumer.model import Status
 from consumer.pipeline.attempts import backoff_seconds, retry_or_fail, settle
-from consumer.pipeline.vendor_loop import VendorLoop, VendorLoopParts, lease_seconds
+from consumer.pipeline.vendor_loop import VendorLoop, lease_seconds
 from consumer.runtime.metrics import VENDOR_BATCH_SIZE, VENDOR_QUOTA_REMAINING
 from consumer.vendors.base import (
     PermanentVendorError,
@@ -30,6 +40,7 @@ from consumer.vendors.base import (
     SubmitResult,
     SubmittedJob,
     VendorAuthError,
+    VendorError,
     VendorRateLimited,
 )
 
@@ -38,68 +49,60 @@ QUOTA_EXHAUSTED_WAIT_SECONDS = 60.0
 MAX_JOB_ID_CHARS = 200
 """Longest vendor job id recorded. Ids travel in the ledger and in every status event, so
 an absurd one (a vendor echoing a body) is refused rather than stored."""
-RECORD_BACKOFF = BackoffPolicy(base_seconds=2.0, cap_seconds=10.0, jitter="equal")
-"""Between attempts to record what a vendor answered: short, since until it is recorded
-the items stay leased (and would be sent again once the lease runs out)."""
-
-
-class RateLimiter:
-    """Spaces calls `1 / rate` seconds apart (on the clock's monotonic time)."""
-
-    def __init__(self, rate_per_second: float, clock: Clock = SYSTEM_CLOCK) -> None:
-        self._interval = 1.0 / rate_per_second
-        self._clock = clock
-        self._next_allowed = 0.0
-
-    def wait_seconds(self) -> float:
-        return max(0.0, self._next_allowed - self._clock.monotonic())
-
-    def spend(self, calls: int) -> None:
-        start = max(self._next_allowed, self._clock.monotonic())
-        self._next_allowed = start + calls * self._interval
 
 
 class Dispatcher(VendorLoop):
-    def __init__(self, parts: VendorLoopParts) -> None:
-        super().__init__(parts)
-        self._limiter = RateLimiter(parts.settings.rate_per_second, parts.clock)
-
     def step(self) -> float:
         """Send at most one batch; return how long to wait before the next step."""
         self._health.hold_back_while_down(self._stop)
-        wait = self._limiter.wait_seconds()
-        if wait > 0:
-            return wait
         now = self._clock.now()
-        batch_size = min(self._settings.batch_size, self._quota_left(now))
-        if batch_size <= 0:
-            return QUOTA_EXHAUSTED_WAIT_SECONDS
-        wait = self._seconds_until_batch_due(now, batch_size)
+        claim_size = self._settings.items_per_claim
+        wait = self._seconds_until_batch_due(now, claim_size)
         if wait > 0:
+            self._refresh_quota_gauge(now)
             return wait
         lease = lease_seconds(
             self._settings, self._settings.calls_per_submit, 1.0 / self._settings.rate_per_second
         )
         items = self._ledger.claim_items(
-            self.vendor, now, batch_size, self._owner, now + timedelta(seconds=lease)
+            self.vendor, now, claim_size, self._owner, now + timedelta(seconds=lease)
         )
         if not items:
             return IDLE_WAIT_SECONDS
-        self._send(items)
-        if self._settings.rolling_quota is not None:
-            self._quota_left(self._clock.now())  # keep the remaining-quota gauge current
+        reservation, held = self._reserve_quota(items)
+        if not held:
+            return QUOTA_EXHAUSTED_WAIT_SECONDS
+        self._send(held, reservation)
         return 0.0
 
-    def _quota_left(self, now: datetime) -> int:
-        """Identifiers the vendor still takes in its rolling window (shared through the
-        ledger by restarts and replicas); items beyond it wait QUEUED, they do not fail."""
+    def _reserve_quota(
+        self, items: Sequence[WorkItem]
+    ) -> tuple[QuotaReservation | None, Sequence[WorkItem]]:
+        """Reserve the batch's distinct identifiers in the vendor's rolling quota (shared
+        by restarts and replicas through the ledger); the items it cannot hold now are
+        released to wait QUEUED, they do not fail. The items to send, with the reservation."""
         quota = self._settings.rolling_quota
         if quota is None:
-            return self._settings.batch_size
+            return None, items
         limit, window = quota
-        left = max(0, limit - self._ledger.quota_used(self.vendor, now - timedelta(seconds=window)))
-        VENDOR_QUOTA_REMAINING.labels(vendor=self.vendor).set(left)
-        return left
+        values = list(dict.fromkeys(item.identity_value for item in items))
+        reservation = self._ledger.reserve_quota(
+            self.vendor, len(values), limit, timedelta(seconds=window), self._clock.now()
+        )
+        VENDOR_QUOTA_REMAINING.labels(vendor=self.vendor).set(reservation.left)
+        held = set(values[: reservation.identifiers])
+        waiting = tuple(item.item_id for item in items if item.identity_value not in held)
+        if waiting:
+            self._record(Change(released_item_ids=waiting))
+        return reservation, [item for item in items if item.identity_value in held]
+
+    def _refresh_quota_gauge(self, now: datetime) -> None:
+        """Keep the remaining-quota gauge current while nothing is sent: the window rolls on."""
+        quota = self._settings.rolling_quota
+        if quota is not None:
+            limit, window = quota
+            used = self._ledger.quota_used(self.vendor, now - timedelta(seconds=window))
+            VENDOR_QUOTA_REMAINING.labels(vendor=self.vendor).set(max(0, limit - used))
 
     def _seconds_until_batch_due(self, now: datetime, batch_size: int) -> float:
         ready = self._ledger.ready_items(self.vendor, now, batch_size)
@@ -110,18 +113,13 @@ class Dispatcher(VendorLoop):
         due_at = ready.oldest_ready_at + timedelta(seconds=self._settings.flush_interval_seconds)
         return min(max(0.0, (due_at - now).total_seconds()), IDLE_WAIT_SECONDS)
 
-    def _pace(self) -> None:
-        """The adapter's `Pace`: wait for the rate limit, then count one call."""
-        wait = self._limiter.wait_seconds()
-        if wait > 0 and self._stop.wait(wait):
-            raise RetryableVendorError(f"{self.vendor} submit: stopping; call not sent")
-        self._limiter.spend(1)
-
-    def _send(self, items: Sequence[WorkItem]) -> None:
+    def _send(self, items: Sequence[WorkItem], reservation: QuotaReservation | None) -> None:
         """Submit and record the outcome; if that record is refused, record a counted
         retry instead (the vendor may have acted: the ids must not go out unrecorded)."""
         VENDOR_BATCH_SIZE.labels(vendor=self.vendor).observe(len(items))
-        change = self._submit(items)
+        change, refused = self._submit(items)
+        if reservation is not None and refused:
+            self._give_back(reservation)
         try:
             self._record(change)
         except LedgerUnavailable:
@@ -130,36 +128,43 @@ class Dispatcher(VendorLoop):
             detail = self._unexpected("submit (recording the answer)", error)
             self._record(self._retry_all(items, detail, None))
 
-    def _submit(self, items: Sequence[WorkItem]) -> Change:
-        """What the ledger must record of one submission, whatever happened."""
+    def _give_back(self, reservation: QuotaReservation) -> None:
+        """Return a refused call's identifiers to the quota; if the ledger is away they stay
+        counted, which under-uses the quota until the window passes but never overruns it."""
         try:
-            result = self._adapter.submit(items, self._pace)
-        except VendorAuthError as error:
+            self._ledger.settle_quota(reservation, 0)
+        except LedgerUnavailable as error:
+            self._log.warning("%s quota: could not give back a reservation: %s", self.vendor, error)
+
+    def _submit(self, items: Sequence[WorkItem]) -> tuple[Change, bool]:
+        """What the ledger must record of one submission, whatever happened, and whether
+        the call failed as a whole with a vendor error (the vendor did not take the batch)."""
+        try:
+            result = self._adapter.submit(items)
+        except VendorError as error:
+            return self._after_error(items, error), True
+        except Exception as error:
+            # Its outcome is unknown, as after a timeout: a counted attempt.
+            return self._retry_all(items, self._unexpected("submit", error), None), False
+        self._health.mark_up()
+        return self.change_for(items, result, self._clock.now()), False
+
+    def _after_error(self, items: Sequence[WorkItem], error: VendorError) -> Change:
+        if isinstance(error, VendorAuthError):
             self._log.error(
                 "%s unusable until an operator acts; items wait: %s", self.vendor, error
             )
             self._health.mark_down(str(error))
             return Change(released_item_ids=tuple(item.item_id for item in items))
-        except VendorRateLimited as error:
+        if isinstance(error, VendorRateLimited):
             self._log.warning("%s is rate limiting us; the batch waits: %s", self.vendor, error)
             return self._wait_all(items, error.retry_after)
-        except RetryableVendorError as error:
-            self._log.warning("%s submission failed, will retry: %s", self.vendor, error)
-            return self._retry_all(items, str(error), error.retry_after)
-        except PermanentVendorError as error:
+        if isinstance(error, PermanentVendorError):
             self._log.error("%s rejected a batch of %d: %s", self.vendor, len(items), error)
-            return replace(self._fail_all(items, str(error)), sends=self._sends(items))
-        except Exception as error:
-            # Its outcome is unknown, as after a timeout: a counted attempt.
-            return self._retry_all(items, self._unexpected("submit", error), None)
-        self._health.mark_up()
-        return replace(self.change_for(items, result, self._clock.now()), sends=self._sends(items))
-
-    def _sends(self, items: Sequence[WorkItem]) -> tuple[VendorSend, ...]:
-        """What the vendor counts against its quota: the distinct identifiers it answered."""
-        if self._settings.rolling_quota is None:
-            return ()
-        return (VendorSend(self.vendor, len({item.identity_value for item in items})),)
+            return self._fail_all(items, str(error))
+        self._log.warning("%s submission failed, will retry: %s", self.vendor, error)
+        retry_after = error.retry_after if isinstance(error, RetryableVendorError) else None
+        return self._retry_all(items, str(error), retry_after)
 
     def change_for(self, items: Sequence[WorkItem], result: SubmitResult, now: datetime) -> Change:
         """Jobs to poll, items settled at once, items to send again (also those of a job
@@ -236,25 +241,6 @@ class Dispatcher(VendorLoop):
         return Change(
             items=tuple(ItemUpdate(item.item_id, Status.FAILED, detail=detail) for item in items)
         )
-
-    def _record(self, change: Change) -> None:
-        """The vendor has acted: keep trying to record it, or a restart would resend."""
-        failures = 0
-        while True:
-            try:
-                self._apply(change)
-                return
-            except LedgerUnavailable as error:
-                failures += 1
-                if self._stop.is_set() and failures > 3:
-                    self._log.error(
-                        "could not record a %s submission before stopping: %s", self.vendor, error
-                    )
-                    raise
-                self._log.warning(
-                    "ledger unavailable recording a %s submission: %s", self.vendor, error
-                )
-                self._stop.wait(backoff_delay(RECORD_BACKOFF, failures))
 
 
 def usable_job_id(vendor_job_id: str) -> bool:

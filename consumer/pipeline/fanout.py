@@ -10,6 +10,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import TypeVar
 
 from consumer.config import VendorSettings
+from consumer.ledger.deadlines import DEFAULT_DEADLINES, Deadlines
 from consumer.ledger.records import ItemPlan, NewRequest
 from consumer.model import ErasureRequest, Identity
 
@@ -18,8 +19,13 @@ NOT_ENABLED = "vendor not enabled"
 _T = TypeVar("_T", bound=Hashable)
 
 
-def plan_request(request: ErasureRequest, enabled: Mapping[str, VendorSettings]) -> NewRequest:
-    """The items to send and the vendors to skip (with why) for one valid request.
+def plan_request(
+    request: ErasureRequest,
+    enabled: Mapping[str, VendorSettings],
+    deadlines: Deadlines = DEFAULT_DEADLINES,
+) -> NewRequest:
+    """The items to send and the vendors to skip (with why) for one valid request, and
+    its due date by `deadlines` (contract §4).
 
     `vendors=None` means every enabled vendor. A list means exactly those: enabled vendors
     it does not name get nothing at all (no items, no events), and a named vendor that is
@@ -39,7 +45,8 @@ def plan_request(request: ErasureRequest, enabled: Mapping[str, VendorSettings])
             items.extend(vendor_items)
         else:
             skipped.append((vendor, _no_identity_detail(settings)))
-    return NewRequest(request=request, items=tuple(items), skipped=tuple(skipped))
+    due_at = deadlines.due_date(request.regulation, request.requested_at)
+    return NewRequest(request, tuple(items), tuple(skipped), due_at)
 
 
 def _vendor_items(

@@ -47,6 +47,7 @@ from consumer.kafka.client import (
     dead_letter_producer_config,
 )
 from consumer.kafka.codec import Codec, CodecError, InvalidRequest
+from consumer.ledger.deadlines import DEFAULT_DEADLINES, Deadlines
 from consumer.ledger.protocol import Ledger, LedgerRejected, LedgerUnavailable
 from consumer.ledger.records import NewRequest, RecordResult
 from consumer.model import ErasureRequest
@@ -121,13 +122,16 @@ class Ingest:
         clock: Clock = SYSTEM_CLOCK,
         tuning: IngestTuning | None = None,
         on_recorded: Callable[[], None] | None = None,
+        deadlines: Deadlines = DEFAULT_DEADLINES,
     ) -> None:
         """Subscribes to `input_topic` at once. `vendors` are the enabled ones;
-        `on_recorded` is called after a batch added requests (e.g. `OutboxPublisher.notify`)."""
+        `on_recorded` is called after a batch added requests (e.g. `OutboxPublisher.notify`);
+        `deadlines` give each request its due date."""
         self._consumer = consumer
         self._ledger = ledger
         self._codec = codec
         self._vendors = vendors
+        self._deadlines = deadlines
         self._clock = clock
         self._tuning = tuning or IngestTuning()
         self._dead_letters = DeadLetters(dlq_producer, dlq_topic, self._tuning.delivery_timeout)
@@ -153,6 +157,7 @@ class Ingest:
         clock: Clock = SYSTEM_CLOCK,
         tuning: IngestTuning | None = None,
         on_recorded: Callable[[], None] | None = None,
+        deadlines: Deadlines = DEFAULT_DEADLINES,
     ) -> Ingest:
         """The loop as `kafka` configures it: its consumer group, input and DLQ topics."""
         return cls(
@@ -166,6 +171,7 @@ class Ingest:
             clock=clock,
             tuning=tuning,
             on_recorded=on_recorded,
+            deadlines=deadlines,
         )
 
     def run(self) -> None:
@@ -283,7 +289,7 @@ class Ingest:
         """Record the batch's valid requests not recorded yet: in one ledger transaction,
         unless the ledger refuses some of them (see `_record_isolating`)."""
         planned = [
-            (entry, plan_request(entry.outcome, self._vendors))
+            (entry, plan_request(entry.outcome, self._vendors, self._deadlines))
             for entry in entries
             if isinstance(entry.outcome, ErasureRequest) and not entry.recorded
         ]

@@ -1,12 +1,15 @@
 """Per-vendor job polling: ask the vendor about jobs whose `next_poll_at` has come, and record
 the answer in the ledger.
 
-Cadence is per vendor (`poll_interval_seconds`); a failed poll backs off without touching
-the items, and counts in the job's `poll_failures`; a job the vendor reports FAILED sends
-its items again, attempts permitting. An exception nobody foresaw is a failed poll too,
-and after `max_attempts` of them in a row the job is FAILED with the reason. A job still
-open `max_job_age_seconds` after submission is FAILED with its open items: a vendor job
-that never ends must not hold its request open forever.
+Cadence is per vendor (`poll_interval_seconds`, or the vendor's own `next_poll_seconds`:
+Monetate goes on at once after a poll that found ids gone and backs off while its upload
+is pending); a worker runs `max_in_flight` pollers per vendor, so that many polls are under
+way at once, each call within the vendor's fleet-wide rate (see `call_gate`). A failed
+poll backs off without touching the items, and counts in the job's `poll_failures`; a job
+the vendor reports FAILED sends its items again, attempts permitting. An exception nobody
+foresaw is a failed poll too, and after `max_attempts` of them in a row the job is FAILED
+with the reason. A job still open `max_job_age_seconds` after submission is FAILED with
+its open items: a vendor job that never ends must not hold its request open forever.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class Poller(VendorLoop):
         expired = self._too_old(job, now) and _leaves_open(change)
         if expired:
             change = self._expire(job, change)
-        self._record(job, change)
+        self._record_poll(job, change)
         if expired:
             VENDOR_JOBS_EXPIRED.labels(vendor=self.vendor).inc()
         return 0.0
@@ -90,16 +93,17 @@ class Poller(VendorLoop):
         delay = backoff_seconds(failures)
         return Change(jobs=(self._unchanged(job, now, delay, failures, detail),))
 
-    def _record(self, job: DueJob, change: Change) -> None:
-        """Apply the poll's change; if the ledger refuses it (not merely unavailable),
-        record a counted failed poll instead, so the job cannot stay claimed unrecorded."""
+    def _record_poll(self, job: DueJob, change: Change) -> None:
+        """Record the poll's change (retrying while the ledger is away); if the ledger
+        refuses it, record a counted failed poll instead, so the job cannot stay claimed
+        unrecorded."""
         try:
-            self._apply(change)
+            self._record(change)
         except LedgerUnavailable:
             raise
         except Exception as error:
             detail = self._unexpected("poll (recording the answer)", error)
-            self._apply(self._failed_poll(job, detail))
+            self._record(self._failed_poll(job, detail))
 
     def change_for(self, job: DueJob, result: PollResult, now: datetime) -> Change:
         if result.job_status is Status.FAILED:
@@ -129,7 +133,9 @@ class Poller(VendorLoop):
             if item.item_id not in settled_ids and item.status.rank < result.job_status.rank
         )
         status = max(result.job_status, _progress(job), key=lambda s: s.rank)
-        next_poll = now + timedelta(seconds=self._settings.poll_interval_seconds)
+        age = (now - job.submitted_at).total_seconds()
+        delay = self._settings.next_poll_seconds(age, settled_some=bool(settled))
+        next_poll = now + timedelta(seconds=delay)
         update = JobUpdate(job.job_id, status, next_poll, detail=result.detail)
         return Change(items=settled + moved, jobs=(update,))
 

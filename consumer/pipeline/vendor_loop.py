@@ -1,8 +1,10 @@
-"""What a vendor's dispatch loop and poll loop each run with.
+"""What each of a vendor's dispatch and poll loops runs with.
 
-Each loop gets its own ledger object and its own adapter (its own HTTP session), because
-neither a database connection nor a `requests.Session` is shared between threads; the
-health flag and the stop event are shared by both loops of a vendor.
+A vendor has `max_in_flight` loops of each kind (its call slots). Each loop gets its own
+adapter, so its own HTTP session: a `requests.Session` is not safe for concurrent requests.
+The slots of one vendor and operation share one ledger object, a transaction at a time
+(`shared_ledger`); the health flag, the stop event and the vendor's call gate (on the
+adapter's HTTP) are shared by all of a vendor's loops.
 """
 
 from __future__ import annotations
@@ -12,20 +14,26 @@ import threading
 import traceback
 from dataclasses import dataclass, replace
 
+from consumer.backoff import BackoffPolicy, backoff_delay
 from consumer.clock import Clock
 from consumer.config import VendorSettings
-from consumer.ledger.protocol import Ledger
+from consumer.ledger.protocol import LedgerUnavailable
 from consumer.ledger.records import Change
+from consumer.pipeline.shared_ledger import LoopLedger
 from consumer.runtime.metrics import LEASE_LOST
 from consumer.runtime.vendor_health import VendorHealth
 from consumer.vendors.base import VendorAdapter, unexpected
 from consumer.vendors.http import RetryPolicy
 
+RECORD_BACKOFF = BackoffPolicy(base_seconds=2.0, cap_seconds=10.0, jitter="equal")
+"""Between attempts to record what a vendor answered: short, since until it is recorded
+the rows stay leased."""
+
 
 @dataclass(frozen=True)
 class VendorLoopParts:
     settings: VendorSettings
-    ledger: Ledger
+    ledger: LoopLedger
     adapter: VendorAdapter
     owner: str
     clock: Clock
@@ -59,6 +67,27 @@ class VendorLoop:
                 applied.lease_lost,
             )
             LEASE_LOST.labels(vendor=self.vendor).inc(applied.lease_lost)
+
+    def _record(self, change: Change) -> None:
+        """The vendor has acted: keep trying to record it while the ledger is away, or the
+        rows stay leased until the lease runs out (then a submission is sent again, a poll
+        made again)."""
+        failures = 0
+        while True:
+            try:
+                self._apply(change)
+                return
+            except LedgerUnavailable as error:
+                failures += 1
+                if self._stop.is_set() and failures > 3:
+                    self._log.error(
+                        "could not record a %s answer before stopping: %s", self.vendor, error
+                    )
+                    raise
+                self._log.warning(
+                    "ledger unavailable recording a %s answer: %s", self.vendor, error
+                )
+                self._stop.wait(backoff_delay(RECORD_BACKOFF, failures))
 
     def _unexpected(self, operation: str, error: Exception) -> str:
         """The detail recorded for an exception nobody foresaw, logged with where it was

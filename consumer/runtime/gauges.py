@@ -28,12 +28,12 @@ from consumer.runtime.metrics import (
     OVERDUE_ITEMS,
     REQUESTS_AT_RISK,
     REQUESTS_OVERDUE,
+    REQUESTS_WITH_FAILED_SCOPE,
 )
 
 REFRESH_SECONDS = 5.0
 OUTCOMES_REFRESH_SECONDS = 15.0
 BUSY_SHARE = 0.02
-AT_RISK_SHARE = 0.75
 _ITEM_STATUSES = tuple(status for status in Status if status is not Status.RECEIVED)
 _OPEN_ITEM_STATUSES = tuple(status for status in _ITEM_STATUSES if not status.is_terminal)
 
@@ -48,7 +48,7 @@ class LedgerGauges:
     ) -> None:
         self._ledger = ledger
         self._vendors = vendors
-        self._deadline_days = deadlines.days()
+        self._deadlines = deadlines.deadlines()
         self._clock = clock
         self._outcomes_due = clock.monotonic()  # the first refresh counts everything
         self._outcomes_counted = clock.monotonic()
@@ -101,11 +101,12 @@ class LedgerGauges:
                 OVERDUE_ITEMS.labels(vendor=vendor).set(self._ledger.overdue_items(vendor, cutoff))
 
     def _refresh_deadline_risk(self, now: datetime) -> None:
-        """Open requests past 75% of their legal deadline, and past all of it."""
-        for gauge, share in ((REQUESTS_AT_RISK, AT_RISK_SHARE), (REQUESTS_OVERDUE, 1.0)):
-            cutoffs = {
-                regulation: now - timedelta(days=days * share)
-                for regulation, days in self._deadline_days.items()
-            }
-            for regulation, count in self._ledger.open_requests_before(cutoffs).items():
-                gauge.labels(regulation=regulation.value).set(count)
+        """Requests not COMPLETED, FAILED ones included, in the last quarter of their own
+        (possibly extended) deadline or past it, and past it (the work list's `--at-risk`
+        and `--overdue`); and the requests with a FAILED vendor scope."""
+        counts = self._ledger.deadline_counts(now, self._deadlines)
+        for regulation, count in counts.at_risk.items():
+            REQUESTS_AT_RISK.labels(regulation=regulation.value).set(count)
+        for regulation, count in counts.overdue.items():
+            REQUESTS_OVERDUE.labels(regulation=regulation.value).set(count)
+        REQUESTS_WITH_FAILED_SCOPE.set(counts.with_failed_scope)

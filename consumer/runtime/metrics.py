@@ -143,14 +143,28 @@ VENDOR_JOBS_EXPIRED = Counter(
 )
 REQUESTS_AT_RISK = Gauge(
     "erasure_requests_at_risk",
-    "Open requests past 75% of their legal deadline (GDPR 30 days, CCPA 45 days by default).",
+    "Requests not COMPLETED (FAILED ones included) in the last quarter of their legal"
+    " deadline or past it, against each request's own (possibly extended) due date.",
     ["regulation"],
     registry=REGISTRY,
 )
 REQUESTS_OVERDUE = Gauge(
     "erasure_requests_overdue",
-    "Open requests past their legal deadline.",
+    "Requests not COMPLETED (FAILED ones included) past their own (possibly extended) due date.",
     ["regulation"],
+    registry=REGISTRY,
+)
+REQUESTS_WITH_FAILED_SCOPE = Gauge(
+    "erasure_requests_with_failed_scope",
+    "Requests with a FAILED vendor scope: dead ends until an operator runs"
+    " `erasure-worker requeue`.",
+    registry=REGISTRY,
+)
+RETENTION_ROWS = Counter(
+    "erasure_retention_rows",
+    "Requests whose identity values retention replaced by keyed hashes (action=minimised)"
+    " or that it deleted with everything they held (action=deleted).",
+    ["action"],
     registry=REGISTRY,
 )
 
@@ -162,6 +176,8 @@ def _start_counters_at_zero() -> None:
         REQUESTS.labels(outcome=outcome)
     for reason in ("undecodable", "invalid_request"):
         DLQ_MESSAGES.labels(reason=reason)
+    for action in ("minimised", "deleted"):
+        RETENTION_ROWS.labels(action=action)
 
 
 _start_counters_at_zero()

@@ -1,9 +1,13 @@
 """`erasure-worker run`: the stages wired together, and a graceful stop (contract §5).
 
-Threads: the main thread runs ingest (Kafka -> ledger); each enabled vendor has a
-dispatch loop and a poll loop; one outbox publisher; one gauge refresher; the HTTP
-server. Every loop has its own ledger object and its own vendor session, so no database
-connection or HTTP session is shared between threads.
+Threads: the main thread runs ingest (Kafka -> ledger); each enabled vendor has
+`max_in_flight` dispatch loops and as many poll loops (its call slots: that many calls of
+each kind under way at once); one outbox publisher; one gauge refresher; one retention
+loop; the HTTP server. Every loop has its own vendor session,
+so no HTTP session is shared between threads (a `requests.Session` is not safe for
+concurrent requests). Database connections are: a vendor's slots of one kind share a
+small pool of ledger objects, each used for one transaction at a time, and its call gate
+has one for the fleet-wide rate buckets (`consumer.pipeline.shared_ledger`, `call_gate`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import signal
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -21,14 +26,17 @@ from consumer.config import ConfigError, Settings, VendorSettings
 from consumer.kafka.client import BrokerProbe, client_config
 from consumer.kafka.codec import Codec
 from consumer.ledger import Ledger, LedgerUnavailable, open_ledger
+from consumer.pipeline.call_gate import CallGate, FleetBuckets
 from consumer.pipeline.dispatch import Dispatcher
 from consumer.pipeline.ingest import Ingest
 from consumer.pipeline.outbox import OutboxPublisher, default_owner
 from consumer.pipeline.poller import Poller
+from consumer.pipeline.shared_ledger import SharedLedger, connections_for
 from consumer.pipeline.vendor_loop import VendorLoopParts, lease_seconds
 from consumer.runtime.gauges import LedgerGauges
 from consumer.runtime.httpserver import HttpServer
 from consumer.runtime.loops import Heartbeats, LoopThread
+from consumer.runtime.retention import RetentionLoop
 from consumer.runtime.vendor_health import VendorHealth
 from consumer.vendors import build_adapter
 
@@ -83,10 +91,12 @@ class Worker:
                 self._settings.vendors.enabled(),
                 clock=self._clock,
                 on_recorded=self._outbox.notify,
+                deadlines=self._settings.deadlines.deadlines(),
             )
             http = self._bind_http()
             self._start_vendor_loops(resources)
             self._start_gauges(resources)
+            self._start_retention(resources)
             http.start()
             resources.callback(http.stop)
             self._outbox.start()
@@ -167,20 +177,34 @@ class Worker:
         return ledger
 
     def _start_vendor_loops(self, resources: ExitStack) -> None:
+        """A dispatch loop and a poll loop per call slot of each vendor, all of a vendor's
+        calls passing its gate (the fleet's rates, a 429's pause)."""
         for name, settings in self._settings.vendors.enabled().items():
             health = VendorHealth(name)
             self._health[name] = health
-            dispatcher = Dispatcher(self._loop_parts(settings, health, resources))
-            poller = Poller(self._loop_parts(settings, health, resources))
-            self._start_loop(f"dispatch-{name}", dispatcher.step)
-            self._start_loop(f"poll-{name}", poller.step)
+            fleet = FleetBuckets(self._open_ledger(resources))
+            gate = CallGate(settings, fleet, self._clock, self._stop)
+            pool = connections_for(settings.max_in_flight)
+            for kind, loop in (("dispatch", Dispatcher), ("poll", Poller)):
+                ledger = SharedLedger([self._open_ledger(resources) for _ in range(pool)])
+                for slot in range(1, settings.max_in_flight + 1):
+                    parts = self._loop_parts(settings, health, gate, ledger, resources)
+                    # The lease owner names the slot: slots claim apart as replicas do, and
+                    # one slot's late answer cannot overwrite rows another re-claimed.
+                    parts = replace(parts, owner=f"{self._owner}/{name}-{kind}-{slot}")
+                    self._start_loop(f"{kind}-{name}-{slot}", loop(parts).step)
 
     def _loop_parts(
-        self, settings: VendorSettings, health: VendorHealth, resources: ExitStack
+        self,
+        settings: VendorSettings,
+        health: VendorHealth,
+        gate: CallGate,
+        ledger: SharedLedger,
+        resources: ExitStack,
     ) -> VendorLoopParts:
-        adapter = build_adapter(settings, self._stop.wait)
+        """A loop's own adapter (its own HTTP session) around the vendor's gate."""
+        adapter = build_adapter(settings, self._stop.wait, gate)
         resources.callback(adapter.close)
-        ledger = self._open_ledger(resources)
         return VendorLoopParts(
             settings, ledger, adapter, self._owner, self._clock, health, self._stop
         )
@@ -193,6 +217,11 @@ class Worker:
             self._clock,
         )
         self._start_loop("gauges", gauges.step)
+
+    def _start_retention(self, resources: ExitStack) -> None:
+        ledger = self._open_ledger(resources)
+        retention = RetentionLoop(ledger, self._settings.retention, self._owner, self._clock)
+        self._start_loop("retention", retention.step)
 
     def _start_loop(self, name: str, step: Callable[[], float]) -> None:
         loop = LoopThread(name, step, self._stop, self._heartbeats)

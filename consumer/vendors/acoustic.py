@@ -1,7 +1,9 @@
 """Acoustic Campaign GDPR right-to-erasure adapter (VENDOR-FACTS §4).
 
-One submission call per database: a header-less UTF-8 CSV of `COLUMN,value` lines, one
-per item and configured lookup column of the item's identity type. A job is polled until
+Each submission call goes to one database with a header-less UTF-8 CSV of at most
+`batch_size` `COLUMN,value` lines, one per item and configured lookup column of the item's
+identity type (a dispatch claim brings up to `batch_size` items per database, so a full
+batch is one call per database, not one call split across them). A job is polled until
 its status call answers 303; the Location it names must be on the configured base URL,
 because the bearer token goes with the request. Per-contact results are mapped back to
 items by `(column, value)`; once Acoustic has archived them (after 3 days) only a plain
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import Any, ClassVar
@@ -71,6 +74,8 @@ class AcousticSettings(VendorSettings):
     first_poll_after_seconds: float = Field(default=60.0, ge=0)
     poll_interval_seconds: float = Field(default=60.0, gt=0)
     max_job_age_seconds: float = Field(default=7 * 86400.0, gt=0)  # jobs take minutes
+    # Submissions and polls each: at most 10 calls at once, Acoustic's limit per organisation.
+    max_in_flight: int = Field(default=4, ge=1, le=5)
 
     @field_validator("lookup_fields")
     @classmethod
@@ -90,6 +95,13 @@ class AcousticSettings(VendorSettings):
     def destinations(self) -> tuple[str | None, ...]:
         return tuple(str(database_id) for database_id in self.database_ids)
 
+    @property
+    def calls_per_submit(self) -> int:
+        """A claim's items per database make `batch_size` lines per lookup column of one
+        identity type: that many calls to each database at most."""
+        columns = Counter(self.lookup_fields.values()).most_common(1)[0][1]
+        return len(self.destinations) * columns
+
 
 class AcousticAdapter:
     """`VendorAdapter` for Acoustic Campaign; one instance per worker loop (not thread-safe)."""
@@ -103,13 +115,14 @@ class AcousticAdapter:
         self._auth = TokenAuth(self._fetch_token)
 
     def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
-        """One call per database. A group that fails does not lose the jobs other groups
-        created: its items come back as outcomes (QUEUED to resend, FAILED if rejected;
-        an unexpected exception is a retryable failure of its group)."""
+        """One call per database and `batch_size` lines. A group that fails does not lose
+        the jobs other groups created: its items come back as outcomes (QUEUED to resend,
+        FAILED if rejected; an unexpected exception is a retryable failure of its group)."""
         jobs: list[SubmittedJob] = []
         failures: list[tuple[Sequence[WorkItem], VendorError]] = []
         groups, unsendable = self._groups(items)
-        for database, group in groups.items():
+        calls = [(db, chunk) for db, group in groups.items() for chunk in self._chunks(group)]
+        for database, group in calls:
             try:
                 pace()
                 jobs.append(self._submit_group(database, group))
@@ -187,6 +200,21 @@ class AcousticAdapter:
             else:
                 groups.setdefault(item.destination, []).append(item)
         return groups, unsendable
+
+    def _chunks(self, group: Sequence[WorkItem]) -> list[list[WorkItem]]:
+        """A database's items cut into calls of at most `batch_size` distinct lines (an item
+        never split: its lines go in one call)."""
+        chunks: list[list[WorkItem]] = [[]]
+        lines: set[Line] = set()
+        for item in group:
+            new = set(self._lines(item)) - lines
+            if chunks[-1] and len(lines) + len(new) > self._settings.batch_size:
+                chunks.append([])
+                lines = set()
+                new = set(self._lines(item))
+            chunks[-1].append(item)
+            lines |= new
+        return chunks
 
     def _lines(self, item: WorkItem) -> list[Line]:
         """The `(column, value)` lines that identify this item in a database."""

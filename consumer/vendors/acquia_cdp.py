@@ -81,6 +81,7 @@ class AcquiaCdpSettings(VendorSettings):
     token_field: str = "access_token"  # noqa: S105 (a field name, not a secret)
     weekly_quota: int = Field(default=9990, ge=1)
     batch_size: int = Field(default=MAX_IDS_PER_CALL, ge=1)
+    max_in_flight: int = Field(default=2, ge=1, le=64)
 
     @field_validator("auth_url")
     @classmethod

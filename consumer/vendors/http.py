@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Literal, Self
+from typing import Literal, Protocol, Self, TypeGuard
 
 import requests
 import requests.auth
@@ -59,6 +59,7 @@ from consumer.vendors.http_retry import (
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
+    "CallGate",
     "Clock",
     "RetryPolicy",
     "Sleep",
@@ -84,6 +85,17 @@ Clock = Callable[[], float]
 """A monotonic reading in seconds, e.g. `SYSTEM_CLOCK.monotonic` (`consumer.clock`)."""
 
 USER_AGENT = f"erasure-worker/0.1.0 python-requests/{requests.__version__}"
+
+
+class CallGate(Protocol):
+    """What every exchange passes first (`consumer.pipeline.call_gate`): the fleet's rate
+    and a 429's pause, shared by all the sessions of a vendor."""
+
+    def enter(self, operation: Operation) -> None:
+        """Block until a call of `operation` may go; raise a VendorError if it must not."""
+
+    def rate_limited(self, operation: Operation, retry_after: float | None) -> None:
+        """The vendor answered 429 to a call of `operation`."""
 
 
 def call_outcome(result: Result) -> Outcome:
@@ -166,15 +178,18 @@ class VendorHttp:
         rand: Random = random.random,
         user_agent: str = USER_AGENT,
         clock: Clock = SYSTEM_CLOCK.monotonic,
+        gate: CallGate | None = None,
     ) -> None:
-        """`sleep` waits between in-call retries, `rand` draws their jitter and `clock`
-        times each exchange for `erasure_vendor_call_duration_seconds`."""
+        """`sleep` waits between in-call retries, `rand` draws their jitter, `clock`
+        times each exchange for `erasure_vendor_call_duration_seconds`, and `gate` (if
+        any) holds back every exchange, retries included."""
         self.vendor = vendor
         self._timeout = timeout_seconds
         self._policy = policy if policy is not None else RetryPolicy()
         self._sleep = sleep
         self._rand = rand
         self._clock = clock
+        self._gate = gate
         self._session = requests.Session()
         self._session.headers["User-Agent"] = user_agent
         for prefix in ("http://", "https://"):
@@ -206,7 +221,11 @@ class VendorHttp:
         while True:
             if auth is not None:
                 auth.token()  # any token fetch is its own "auth" call, outside this one's timing
+            if self._gate is not None:
+                self._gate.enter(operation)
             result = self._send(operation, method, url, auth, params, data, json, headers)
+            if self._gate is not None and _is_rate_limited(result):
+                self._gate.rate_limited(operation, retry_after_seconds(result))
             if _is_unauthorized(result) and auth is not None and not refreshed:
                 log.debug("%s %s: token refused, fetching a new one", self.vendor, operation)
                 auth.invalidate()
@@ -320,6 +339,10 @@ class VendorHttp:
         if status in (401, 403) or operation == "auth":
             return VendorAuthError(message)
         return PermanentVendorError(message)
+
+
+def _is_rate_limited(result: Result) -> TypeGuard[requests.Response]:
+    return isinstance(result, requests.Response) and result.status_code == 429
 
 
 def _is_unauthorized(result: Result) -> bool:

@@ -71,6 +71,7 @@ class VoyadoSettings(VendorSettings):
     first_poll_after_seconds: float = Field(default=86400.0, ge=0)
     poll_interval_seconds: float = Field(default=21600.0, gt=0)
     rate_per_second: float = Field(default=5.0, gt=0)
+    max_in_flight: int = Field(default=8, ge=1, le=64)
 
 
 class VoyadoAdapter:

@@ -25,7 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with SandboxFleet(job_seconds=args.job_seconds) as fleet:
+    with SandboxFleet(
+        job_seconds=args.job_seconds, latency_seconds=args.latency_ms / 1000
+    ) as fleet:
         for identity_type, value in (tuple(seed.split("=", 1)) for seed in args.seed):
             fleet.seed(identity_type, value)
         print("# vendor sandboxes serving; put this in the worker's config:")
@@ -44,6 +46,16 @@ def _seed(value: str) -> str:
     return value
 
 
+def _latency(value: str) -> float:
+    try:
+        milliseconds = float(value)
+    except ValueError:
+        milliseconds = -1.0
+    if not 0 <= milliseconds <= 60_000:
+        raise argparse.ArgumentTypeError("use milliseconds from 0 to 60000, e.g. 150")
+    return milliseconds
+
+
 def _seeded_types() -> list[str]:
     return sorted({identity_type for member in MEMBERS.values() for identity_type in member.seeds})
 
@@ -54,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve strict sandboxes of every vendor API on loopback ports.",
     )
     parser.add_argument("--job-seconds", type=float, default=5.0, help="how long vendor jobs take")
+    parser.add_argument(
+        "--latency-ms",
+        type=_latency,
+        default=0.0,
+        help="answer every call this late, as a vendor in another region (e.g. 150)",
+    )
     parser.add_argument(
         "--seed",
         action="append",

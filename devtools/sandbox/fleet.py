@@ -151,14 +151,19 @@ def vendor_section(
 
 
 class SandboxFleet:
-    """Every member's sandbox; `job_seconds` sets how long their jobs take. Vendors with a
-    one-time setup start as after `erasure-worker setup` unless `set_up` is False."""
+    """Every member's sandbox; `job_seconds` sets how long their jobs take and every call
+    is answered `latency_seconds` late. Vendors with a one-time setup start as after
+    `erasure-worker setup` unless `set_up` is False."""
 
-    def __init__(self, job_seconds: float = 1.0, *, set_up: bool = True) -> None:
+    def __init__(
+        self, job_seconds: float = 1.0, *, set_up: bool = True, latency_seconds: float = 0.0
+    ) -> None:
         self._set_up = set_up
         self.all: dict[str, Sandbox] = {
             name: member.build(job_seconds) for name, member in MEMBERS.items()
         }
+        for sandbox in self.all.values():
+            sandbox.set_latency(latency_seconds)
 
     def sandbox(self, kind: type[T]) -> T:
         """The one sandbox of this class, typed: `fleet.sandbox(MonetateSandbox)`."""

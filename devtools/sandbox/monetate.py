@@ -26,7 +26,8 @@ strict wherever they leave room, so that a client that passes here is correct:
   (``deletion_delay_seconds`` after submission) or when it was never held. 404 while the
   account has no ``customer_data_privacy`` dataset (sandbox choice).
 * Data GET endpoints share a limit of ``data_get_rate_per_second`` (1/s at the vendor):
-  a faster call gets 429 with ``Retry-After``.
+  a faster call gets 429 with ``Retry-After``. ``data_get_burst`` calls may come at once
+  (1: every call at least ``1 / rate`` after the last; "about 1/s" leaves room for 2).
 
 Every body is ``{"meta": {"code", "errors", "warnings"}, "data": {...}}``; errors are
 objects ``{"message", "field"?}`` whose messages never echo identifiers, keys or tokens.
@@ -132,14 +133,15 @@ class MonetateSandbox(Sandbox):
         max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL,
         deletion_delay_seconds: float = 1.0,
         data_get_rate_per_second: float = 1.0,
+        data_get_burst: int = 1,
         jwt_skew_seconds: float = 60.0,
     ) -> None:
         if max_rows_per_call < 1:
             raise ValueError("max_rows_per_call must be at least 1")
         if deletion_delay_seconds < 0 or jwt_skew_seconds < 0:
             raise ValueError("durations must not be negative")
-        if data_get_rate_per_second <= 0:
-            raise ValueError("data_get_rate_per_second must be positive")
+        if data_get_rate_per_second <= 0 or data_get_burst < 1:
+            raise ValueError("data_get_rate_per_second must be positive, the burst at least 1")
         pem = public_key_pem if public_key_pem is not None else sandbox_keys().public_pem
         key = load_pem_public_key(pem.encode("ascii"))
         if not isinstance(key, RSAPublicKey):
@@ -151,6 +153,7 @@ class MonetateSandbox(Sandbox):
         self._max_rows = max_rows_per_call
         self._deletion_delay = deletion_delay_seconds
         self._get_interval = 1.0 / data_get_rate_per_second
+        self._get_tolerance = (data_get_burst - 1) * self._get_interval
         self._skew = jwt_skew_seconds
         self._lock = threading.RLock()
         self._key_active = True
@@ -290,13 +293,13 @@ class MonetateSandbox(Sandbox):
         """429 when data GETs come faster than the configured rate (the vendor's 1/s)."""
         now = self.clock.now()
         with self._lock:
-            wait = self._next_get_at - now
+            wait = self._next_get_at - self._get_tolerance - now
             if wait > 0:
                 retry = [("Retry-After", str(max(1, math.ceil(wait))))]
                 return error_answer(
                     429, "too many requests to a rate-limited endpoint", None, retry
                 )
-            self._next_get_at = now + self._get_interval
+            self._next_get_at = max(self._next_get_at, now) + self._get_interval
         return None
 
     # ----------------------------------------------------------------- schema

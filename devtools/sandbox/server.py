@@ -94,6 +94,7 @@ class SandboxServer:
         self._httpd: ThreadedServer | None = None
         self._thread: threading.Thread | None = None
         self._base_url: str | None = None
+        self.latency_seconds = 0.0
 
     @property
     def base_url(self) -> str:
@@ -165,12 +166,16 @@ class SandboxServer:
         return self._stopping.is_set()
 
     def dispatch(self, request: Request) -> Response:
-        """Route a request; an unexpected handler error becomes a bare 500."""
+        """Route a request (its rate limits judged as it arrives) and answer it
+        ``latency_seconds`` later; an unexpected handler error becomes a bare 500."""
         try:
-            return self.router.dispatch(request)
+            response = self.router.dispatch(request)
         except Exception as error:
             LOGGER.error("sandbox handler failed: %s", type(error).__name__)
-            return json_response(500, {"error": "internal_error"})
+            response = json_response(500, {"error": "internal_error"})
+        if self.latency_seconds > 0:
+            self.wait(self.latency_seconds)
+        return response
 
     def record(self, call: Call) -> None:
         """Append to the call log."""
@@ -222,6 +227,13 @@ class Sandbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def set_latency(self, seconds: float) -> None:
+        """Answer every call ``seconds`` late, as a vendor in another region does (100 to
+        300 ms): throughput tests need calls that take real time."""
+        if seconds < 0:
+            raise ValueError("latency must not be negative")
+        self._server.latency_seconds = seconds
 
     def inject(self, fault: Fault, *, path_prefix: str = "", times: int = 1) -> None:
         """Make the next ``times`` requests under ``path_prefix`` misbehave as ``fault``."""

@@ -328,7 +328,9 @@ def test_a_job_open_past_max_job_age_is_failed_with_a_reason(tmp_path: Path) -> 
 # --------------------------------------------------------------------------- Acquia's bisection
 
 
-def test_every_call_of_acquias_bisection_is_paced_and_leased(tmp_path: Path) -> None:
+def test_every_call_of_acquias_bisection_is_leased(tmp_path: Path) -> None:
+    """(That each of those calls also keeps to the rate is the call gate's, which holds
+    back every HTTP exchange: tests/pipeline/test_in_flight.py.)"""
     rate = 20.0
     with AcquiaCdpSandbox() as sandbox:
         rig = a_rig(ACQUIA, sandbox, tmp_path, rate_per_second=rate)
@@ -339,9 +341,6 @@ def test_every_call_of_acquias_bisection_is_paced_and_leased(tmp_path: Path) -> 
         rig.close()
     erasures = [call.timestamp for call in sandbox.calls if call.path == ACQUIA.submit_path]
     assert len(erasures) == 7, "8 ids, one rejected: 1 + 2 + 2 + 2 calls"
-    # The limiter spaces call starts; the sandbox logs answers (the first waits for a login).
-    span = erasures[-1] - erasures[0]
-    assert span >= 0.9 * (len(erasures) - 1) / rate, f"7 calls within {span:.3f} s"
     assert sorted(status for status, _, _ in rig.items()) == ["FAILED"] + ["NOT_FOUND"] * 7
     lease = lease_seconds(rig.settings, rig.settings.calls_per_submit, 1 / rate)
     assert rig.settings.calls_per_submit == 32

@@ -217,11 +217,18 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                     "weekly_quota": 5000,
                 },
             },
-            "deadlines": {"gdpr_days": 28, "ccpa_days": 40, "other_days": 25},
+            "deadlines": {
+                "gdpr_days": 28,
+                "ccpa_days": 40,
+                "other_days": 25,
+                "gdpr_extension_days": 56,
+            },
+            "retention": {"hash_key": "${ERASURE_HASH_KEY}", "identifiers_after_days": 30},
         },
         "secrets": {
             "values": {
                 "LEDGER_DB_PASSWORD": "pg-pass-7f3a",
+                "ERASURE_HASH_KEY": "hash-key-7f3a-of-32-characters!",
                 "KAFKA_API_KEY": "kafka-key-7f3a",
                 "KAFKA_API_SECRET": "kafka-secret-7f3a",
                 "SR_API_KEY": "sr-key-7f3a",

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from consumer.config import (
     DeadlineSettings,
     KafkaSettings,
+    RetentionSettings,
     Settings,
     load_settings,
     vendors_model,
@@ -309,7 +310,7 @@ def test_rendered_config_is_what_the_worker_loads(name: str, tmp_path: Path) -> 
     exactly the environment the pod gets (Secrets in envFrom, literal env)."""
     result = rendered(name)
     config = worker_config(result)
-    assert set(config) == {"kafka", "ledger", "http", "vendors", "deadlines"}
+    assert set(config) == {"kafka", "ledger", "http", "vendors", "deadlines", "retention"}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     existing = EXISTING_SECRET if VALUE_SETS[name].get("secrets", {}).get("existingSecret") else {}
@@ -328,7 +329,19 @@ def test_everything_on_config_carries_the_operator_values() -> None:
     assert config["kafka"]["config"]["sasl.password"] == "${KAFKA_API_SECRET}"
     assert config["kafka"]["config"]["session.timeout.ms"] == 45000
     assert config["vendors"]["acoustic"]["database_ids"] == [10091, 10092]
-    assert config["deadlines"] == {"gdpr_days": 28, "ccpa_days": 40, "other_days": 25}
+    assert config["deadlines"] == {
+        "gdpr_days": 28,
+        "ccpa_days": 40,
+        "other_days": 25,
+        "gdpr_extension_days": 56,
+        "ccpa_extension_days": 45,
+        "other_extension_days": 60,
+    }
+    assert config["retention"] == {
+        "hash_key": "${ERASURE_HASH_KEY}",
+        "identifiers_after_days": 30,
+        "requests_days": 730,
+    }
 
 
 def test_inline_secrets_become_a_secret_in_env_from() -> None:
@@ -476,6 +489,15 @@ ACOUSTIC_NO_SECRETS = {
             {"config": {"vendors": {"acoustic": ACOUSTIC_NO_SECRETS}}},
             r"config references \$\{ACOUSTIC_CLIENT_SECRET\}",
         ),
+        ({"config": {"retention": {"identifiers_after_days": 30}}}, "/config/retention"),
+        (
+            {"config": {"retention": {"hash_key": "an-inline-key-of-some-length"}}},
+            "/config/retention/hash_key",
+        ),
+        (
+            {"config": {"retention": {"hash_key": "${ERASURE_HASH_KEY}"}}},
+            r"config references \$\{ERASURE_HASH_KEY\}",
+        ),
     ],
 )
 def test_bad_values_fail_at_render_time(values: dict[str, Any], message: str) -> None:
@@ -509,6 +531,7 @@ def test_schema_rejects_unknown_keys_everywhere_it_owns_the_shape() -> None:
             for name, entry in registry.entries().items()
         ),
         (("config", "deadlines"), DeadlineSettings),
+        (("config", "retention"), RetentionSettings),
     ],
 )
 def test_config_schema_follows_the_worker_settings(

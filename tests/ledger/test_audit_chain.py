@@ -14,11 +14,20 @@ import pytest
 from consumer.ledger import Ledger
 from consumer.ledger.audit import ACTION_COLUMNS, SqlAudit
 from consumer.ledger.backend import SqlBackend
+from consumer.ledger.deadlines import DEFAULT_DEADLINES
 from consumer.ledger.migrations import migrations
-from consumer.ledger.records import ChainReport, Change, ItemUpdate, NewRequest
+from consumer.ledger.records import (
+    ChainReport,
+    Change,
+    ItemUpdate,
+    NewRequest,
+    OperatorAction,
+    RequeueFilter,
+)
 from consumer.ledger.rows import Row
 from consumer.model import Status
 from tests.ledger.test_ledger_contract import T0, at, claim, new_request, record, settle, submit
+from tests.ledger.test_operations import failed_request
 
 S = Status
 
@@ -228,3 +237,18 @@ def test_a_ledger_from_before_the_chain_keeps_its_events_outside_it(
     sql(ledger, "UPDATE events SET seq = 0 WHERE seq = 4")  # hiding an event among the old
     broken = ledger.verify_chain().broken
     assert broken is not None and broken.position == 5
+
+
+def test_requeue_and_extend_record_their_actions_in_the_chain(ledger: Ledger) -> None:
+    failed = failed_request(ledger, "voyado", "monetate", failing=["voyado"])
+    anna = OperatorAction("anna", "vendor outage fixed")
+    assert ledger.requeue(failed, RequeueFilter(), anna, at(20)).refused is None
+    waiting = new_request("voyado")
+    record(ledger, waiting)
+    rid = waiting.request.request_id
+    assert ledger.extend(rid, 5, anna, DEFAULT_DEADLINES, at(21)).refused is None
+    intact(ledger.verify_chain())
+    assert sql(ledger, "SELECT count(*) FROM operator_actions WHERE hash IS NOT NULL") == [(2,)]
+    sql(ledger, "UPDATE operator_actions SET reason = 'nobody asked' WHERE action = 'extend'")
+    broken = ledger.verify_chain().broken
+    assert broken is not None and (broken.kind, broken.request_id) == ("action", rid)

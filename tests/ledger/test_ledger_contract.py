@@ -30,7 +30,6 @@ from consumer.ledger.records import (
     JobUpdate,
     NewJob,
     NewRequest,
-    VendorSend,
     WorkItem,
 )
 from consumer.ledger.rollup import is_forward, request_scope_status, vendor_scope_status
@@ -674,8 +673,10 @@ def test_postgres_reconnects_after_losing_its_connection(postgres_dsn: str) -> N
 
 
 def test_quota_counts_sends_in_the_window(ledger: Ledger) -> None:
-    ledger.apply(Change(sends=(VendorSend("acquia_cdp", 200),)), at(0))
-    ledger.apply(Change(sends=(VendorSend("acquia_cdp", 150), VendorSend("voyado", 1))), at(100))
+    week = timedelta(days=7)
+    ledger.reserve_quota("acquia_cdp", 200, 9990, week, at(0))
+    ledger.reserve_quota("acquia_cdp", 150, 9990, week, at(100))
+    ledger.reserve_quota("voyado", 1, 9990, week, at(100))
     assert ledger.quota_used("acquia_cdp", at(0)) == 350
     assert ledger.quota_used("acquia_cdp", at(50)) == 150, "sends before the window don't count"
     assert ledger.quota_used("voyado", at(0)) == 1
@@ -693,24 +694,6 @@ def test_overdue_items_are_open_items_of_old_jobs(ledger: Ledger) -> None:
     assert ledger.overdue_items("monetate", submitted_before=at(500)) == 1
     assert ledger.overdue_items("monetate", submitted_before=at(2000)) == 2
     assert ledger.overdue_items("acoustic", submitted_before=at(2000)) == 0
-
-
-def test_open_requests_before_cutoffs_per_regulation(ledger: Ledger) -> None:
-    early, late = (
-        new_request("acoustic", requested_at=at(0)),
-        new_request("acoustic", requested_at=at(100)),
-    )
-    done = new_request("acoustic", requested_at=at(0))
-    record(ledger, early, late, done)
-    settle(
-        ledger,
-        [i for i in claim(ledger, "acoustic") if i.request_id == done.request.request_id],
-        S.NOT_FOUND,
-        now=at(200),
-    )
-    cutoffs = {Regulation.GDPR: at(50), Regulation.CCPA: at(1000)}
-    assert ledger.open_requests_before(cutoffs) == {Regulation.GDPR: 1, Regulation.CCPA: 0}
-    assert ledger.open_requests_before({Regulation.GDPR: at(1000)}) == {Regulation.GDPR: 2}
 
 
 def test_terminal_vendor_events_say_why(ledger: Ledger) -> None:

@@ -19,7 +19,8 @@ from consumer.kafka.properties import dead_letter_producer_config
 from consumer.ledger import Ledger
 from consumer.ledger.records import OperatorAction
 from consumer.model import ErasureRequest, Identity, Regulation
-from consumer.ops.dlq import DeadLetter, json_chunks, read_dead_letters, table_lines, with_replays
+from consumer.ops.dlq import json_chunks, table_lines
+from consumer.ops.dlq_read import DeadLetter, read_dead_letters, with_replays
 from consumer.ops.dlq_replay import positions, replay, report_lines
 from consumer.ops.inputs import BadInput
 from tests.ledger.test_ledger_contract import T0

@@ -46,13 +46,17 @@ def test_a_bad_date_is_one_line(text: str) -> None:
         inputs.moment(text, "--since")
 
 
-@pytest.mark.parametrize("days", [0, -5])
-def test_days_must_be_positive(days: int) -> None:
+@pytest.mark.parametrize(
+    ("text", "shown"), [("0", "got 0"), ("-5", "got -5"), ("1.5", "got 1.5"), ("ten", "got ten")]
+)
+def test_days_must_be_a_positive_whole_number(text: str, shown: str) -> None:
     with pytest.raises(
-        BadInput, match=f"--days must be a whole number of days, 1 or more .got {days}."
+        BadInput, match=f"^--days must be a whole number of days, 1 or more .{shown}.$"
     ):
-        inputs.positive_days(days)
-    assert inputs.positive_days(3) == 3
+        inputs.positive_days(text)
+    with pytest.raises(BadInput, match="^--days N is required"):
+        inputs.positive_days("")
+    assert inputs.positive_days("3") == 3
 
 
 def test_an_action_needs_a_one_line_reason_and_names_who(monkeypatch: pytest.MonkeyPatch) -> None:

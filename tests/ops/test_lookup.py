@@ -3,17 +3,21 @@ value as given and, once minimised, through the keyed hash; never the value in o
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from consumer.cli import main
 from consumer.ledger import Ledger
 from consumer.model import Status
 from consumer.ops.inputs import BadInput
 from consumer.ops.lookup import identity, lookup, lookup_json, lookup_text
 from tests.ledger.test_audit_chain import finish
 from tests.ledger.test_ledger_contract import T0, new_request
+from tests.ops.test_report import write_config
 
 KEY = b"the operator's key"
 
@@ -81,3 +85,32 @@ def test_without_the_key_minimised_requests_are_out_of_reach_and_it_says_so(
         "note: 1 request(s) have minimised identifiers and no retention.hash_key is"
         " configured: they cannot be matched",
     ]
+
+
+def test_the_command_reads_the_value_from_stdin_and_matches_through_the_configured_key(
+    ledger: Ledger,
+    ledger_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    new = new_request("voyado")
+    rid = finish(ledger, new)
+    value = new.items[0].identity_value
+    ledger.minimise(T0, KEY, timedelta(0), 10)
+    monkeypatch.setenv("TEST_HASH_KEY", KEY.decode())
+    config = write_config(tmp_path, ledger_url, hash_key="${TEST_HASH_KEY}")
+    monkeypatch.setattr("sys.stdin", io.StringIO(value + "\n"))
+    assert main(["lookup", "--config", config, "email=-", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert [hit["request_id"] for hit in json.loads(out)] == [rid] and value not in out
+    assert main(["lookup", "--config", config, value]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("erasure-worker: lookup takes TYPE=VALUE")
+    assert value not in captured.err + captured.out
+
+
+def test_a_type_that_looks_like_a_value_is_not_echoed() -> None:
+    assert (
+        lookup_text("jane@example.com", [], 0) == "no request carried this (that type) identifier"
+    )

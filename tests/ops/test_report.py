@@ -8,7 +8,11 @@ import csv
 import io
 import json
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
+
+from consumer.cli import main
 from consumer.ledger import Ledger
 from consumer.model import Status
 from consumer.ops.report import csv_safe, write_report
@@ -123,3 +127,66 @@ def test_only_text_that_a_spreadsheet_would_run_is_quoted() -> None:
         "'=1", "'+1", "'-1", "'@A1", "'\tx", "'\rx",
     ]  # fmt: skip
     assert [csv_safe(c) for c in ("2024-05-01", "job 1", -3, "")] == ["2024-05-01", "job 1", -3, ""]
+
+
+def write_config(tmp_path: Path, ledger_url: str, **retention: object) -> str:
+    """A configuration for the ledger-only commands: Voyado enabled, no broker needed."""
+    config = {
+        "kafka": {"bootstrap_servers": "127.0.0.1:9"},
+        "ledger": {"url": ledger_url},
+        "vendors": {"voyado": {"base_url": "https://voyado.example", "api_key": "k"}},
+        "retention": retention,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return str(path)
+
+
+def test_report_goes_to_stdout_or_whole_to_a_file_and_works_after_minimisation(
+    ledger: Ledger, ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    late, failed, odd = three_requests(ledger)
+    ledger.minimise(T0 + timedelta(days=1), b"k" * 16, timedelta(0), 10)
+    config = write_config(tmp_path, ledger_url)
+    assert main(["report", "--config", config, "--from", "2024-05-01", "--to", "2024-05-02"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("request_id,regulation,") and lines[0].endswith(
+        "voyado_status,voyado_job_ids,voyado_finished_at,other_vendors"
+    )
+    assert [line.split(",")[0] for line in lines[1:4]] == [late, failed, odd]
+    output = tmp_path / "out" / "report.json"
+    output.parent.mkdir()
+    window = ["--from", "2024-05-01T13:00:00Z", "--to", "2024-05-01T14:00:00Z"]
+    args = ["report", "--config", config, *window, "--format", "json", "--output", str(output)]
+    assert main(args) == 0
+    assert capsys.readouterr().err == f"report: 1 request(s) written to {output}\n"
+    assert [r["request_id"] for r in json.loads(output.read_text())["requests"]] == [late]
+    assert [p.name for p in output.parent.iterdir()] == ["report.json"]
+    assert main(["status", "--config", config, late, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--from", "2024-13-01", "--to", "2024-05-02"], "--from takes a date"),
+        (["--from", "2024-05-02", "--to", "2024-05-01"], "--to must come after --from"),
+        (["--from", "2024-05-01", "--to", "2024-05-02", "--format", "xml"], "--format is one of"),
+        (
+            ["--from", "2024-05-01", "--to", "2024-05-02", "--output", "/nonexistent/dir/r.csv"],
+            "cannot write /nonexistent/dir/r.csv",
+        ),
+    ],
+)
+def test_a_bad_option_is_one_line_and_exit_1(
+    ledger: Ledger,
+    ledger_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    message: str,
+) -> None:
+    assert main(["report", "--config", write_config(tmp_path, ledger_url), *options]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"erasure-worker: {message}")

@@ -13,11 +13,9 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.model import Status
-from consumer.pipeline.dispatch import RateLimiter
 from consumer.runtime.metrics import REGISTRY
 from devtools.sandbox.acoustic import AcousticSandbox
 from devtools.sandbox.server import Fault
-from tests.support.clock import ManualClock
 from tests.support.vendor_rig import VendorRig
 from tests.support.waiting import wait_until
 from tests.vendors.harness_acoustic import DATABASE as DB
@@ -68,12 +66,9 @@ def test_full_batches_go_at_once_and_the_rest_waits_for_the_flush_interval(
 ) -> None:
     rig = rig_for()
     rig.record(*(f"user{i}@example.com" for i in range(250)))
-    pace = 1 / rig.settings.rate_per_second  # the rate limiter runs on the rig's clock too
     rig.dispatcher.step()
-    rig.clock.advance(pace)
     rig.dispatcher.step()
     assert submissions(sandbox) == 2
-    rig.clock.advance(pace)
     assert rig.dispatcher.step() > 0, "a partial batch younger than the flush interval waits"
     assert submissions(sandbox) == 2
     rig.clock.advance(30)
@@ -82,6 +77,25 @@ def test_full_batches_go_at_once_and_the_rest_waits_for_the_flush_interval(
     assert rig.counts() == {Status.SUBMITTED: 250}
     bodies = sandbox.submitted_bodies(DB)
     assert [len(body.splitlines()) for body in bodies] == [100, 100, 50]
+
+
+def test_a_batch_is_batch_size_lines_to_each_database(
+    sandbox: AcousticSandbox, rig_for: RigFactory
+) -> None:
+    """Two databases and batch_size 100: each call carries 100 lines to one database, not
+    a batch of 100 items split between them."""
+    other = DB + 1
+    sandbox.add_database(other, lookup_fields=("EMAIL",))
+    rig = rig_for(database_ids=(DB, other))
+    rig.record(*(f"user{i}@example.com" for i in range(150)))
+    rig.dispatcher.step()
+    assert submissions(sandbox) == 2
+    rig.clock.advance(30)
+    rig.dispatcher.step()
+    assert submissions(sandbox) == 4
+    for database in (DB, other):
+        bodies = sandbox.submitted_bodies(database)
+        assert sorted(len(body.splitlines()) for body in bodies) == [50, 100]
 
 
 def test_jobs_are_polled_to_per_contact_outcomes(
@@ -178,17 +192,6 @@ def test_poll_errors_back_off_without_touching_items(
     assert len(rig.sleeps.waits) == 2, "a GET is retried in-call before the poller backs off"
     rig.poll_until_settled()
     assert rig.counts() == {Status.NOT_FOUND: 1}
-
-
-def test_rate_limiter_spaces_calls() -> None:
-    clock = ManualClock()
-    limiter = RateLimiter(rate_per_second=2, clock=clock)
-    assert limiter.wait_seconds() == 0
-    limiter.spend(1)
-    assert limiter.wait_seconds() == pytest.approx(0.5)
-    clock.advance(0.5)
-    limiter.spend(3)
-    assert limiter.wait_seconds() == pytest.approx(1.5)
 
 
 def test_rate_limited_submissions_cost_no_attempt(

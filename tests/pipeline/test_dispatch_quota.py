@@ -1,9 +1,11 @@
 """Acquia CDP's rolling weekly quota, enforced by dispatch through the ledger: restarts and
-replicas share one count, and items beyond it wait QUEUED rather than fail."""
+replicas share one count, items beyond it wait QUEUED rather than fail, and a call Acquia
+did not take gives its reservation back."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from consumer.model import Status
 from consumer.runtime.metrics import REGISTRY
 from devtools.sandbox import acquia_cdp
 from devtools.sandbox.acquia_cdp import AcquiaCdpSandbox
+from devtools.sandbox.server import Fault
 from tests.support.vendor_rig import VendorRig
 from tests.vendors.harness_acquia_cdp import Harness
 
@@ -53,3 +56,23 @@ def test_weekly_quota_holds_items_back_across_restarts(
     assert first.counts() == {Status.NOT_FOUND: 8}
     first.close()
     restarted.close()
+
+
+def test_a_call_the_vendor_did_not_take_gives_its_quota_back(
+    sandbox: AcquiaCdpSandbox, tmp_path: Path
+) -> None:
+    """Acquia counts the ids of the calls it accepted: a call that failed as a whole (here
+    a 500) returns its reservation, and the items are sent again with the quota intact."""
+    rig = VendorRig(ACQUIA, sandbox, tmp_path / "ledger.db", SETTINGS)
+    rig.record("cust-1", "cust-2")
+    sandbox.inject(Fault.status(500), path_prefix="/v2/")
+    rig.clock.advance(2)
+    rig.dispatcher.step()
+    week_ago = rig.clock.now() - timedelta(days=7)
+    assert rig.counts() == {Status.QUEUED: 2}
+    assert rig.ledger.quota_used("acquia_cdp", week_ago) == 0
+    rig.clock.advance(3600)
+    rig.dispatcher.step()
+    assert rig.counts() == {Status.NOT_FOUND: 2}
+    assert rig.ledger.quota_used("acquia_cdp", week_ago) == 2
+    rig.close()

@@ -18,7 +18,12 @@ from tests.support.settings import MONETATE
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def record(ledger: Ledger, regulation: Regulation, age_days: float) -> None:
+def record(
+    ledger: Ledger,
+    regulation: Regulation,
+    age_days: float,
+    deadlines: DeadlineSettings | None = None,
+) -> None:
     request = ErasureRequest(
         str(uuid.uuid4()),
         NOW - timedelta(days=age_days),
@@ -28,7 +33,8 @@ def record(ledger: Ledger, regulation: Regulation, age_days: float) -> None:
         None,
         None,
     )
-    ledger.record_requests([plan_request(request, {"monetate": MONETATE})], NOW)
+    due = (deadlines or DeadlineSettings()).deadlines()
+    ledger.record_requests([plan_request(request, {"monetate": MONETATE}, due)], NOW)
 
 
 def sample(name: str, **labels: str) -> float | None:
@@ -41,8 +47,8 @@ def test_deadline_risk_per_regulation(ledger: Ledger) -> None:
     record(ledger, Regulation.GDPR, age_days=31)  # past 30 days
     record(ledger, Regulation.CCPA, age_days=31)  # 31 of 45 days: fine
     record(ledger, Regulation.CCPA, age_days=34)  # past 75% of 45 days
-    record(ledger, Regulation.OTHER, age_days=3)  # past 75% of a configured 2 days, and past it
     deadlines = DeadlineSettings(other_days=2)
+    record(ledger, Regulation.OTHER, 3, deadlines)  # past 75% of a configured 2 days, and past it
     LedgerGauges(ledger, {"monetate": MONETATE}, deadlines, ManualClock(NOW)).step()
     assert sample("erasure_requests_at_risk", regulation="GDPR") == 2
     assert sample("erasure_requests_overdue", regulation="GDPR") == 1

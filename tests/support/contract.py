@@ -78,6 +78,7 @@ def _request_violations(request_id: str, rows: list[StatusRecord]) -> list[str]:
     if events[0].vendor is not None or events[0].status is not Status.RECEIVED:
         problems.append(f"{where}: first event is {events[0].vendor} {events[0].status}")
     scopes: defaultdict[str | None, list[StatusEvent]] = defaultdict(list)
+    requeued = False  # a vendor scope went back to QUEUED since the request's last event
     for event in events:
         history = scopes[event.vendor]
         scope = f"{where} scope {event.vendor or '(request)'}"
@@ -86,7 +87,9 @@ def _request_violations(request_id: str, rows: list[StatusRecord]) -> list[str]:
             problems.append(
                 f"{scope}: {event.status} says previous {event.previous_status}, was {previous}"
             )
-        if previous is not None and previous in TERMINAL:
+        if _way_back(event, previous, requeued):
+            requeued = True  # contract §3's one way back: requeue
+        elif previous is not None and previous in TERMINAL:
             problems.append(f"{scope}: {event.status} after terminal {previous}")
         elif previous is not None and rank(event.status) <= rank(previous):
             problems.append(f"{scope}: {previous} -> {event.status} is not forward")
@@ -95,11 +98,23 @@ def _request_violations(request_id: str, rows: list[StatusRecord]) -> list[str]:
         elif event.status not in VENDOR_SCOPE_STATUSES:
             problems.append(f"{scope}: {event.status} is not a vendor-scope status")
         history.append(event)
-    if not any(e.vendor is None and e.status in TERMINAL for e in events) and all(
+        requeued = requeued and event.vendor is not None
+    request_now = scopes[None][-1].status if scopes[None] else None
+    if request_now not in TERMINAL and all(
         h[-1].status in TERMINAL for v, h in scopes.items() if v is not None
     ):
         problems.append(f"{where}: every vendor scope is terminal but the request is not")
     return problems
+
+
+def _way_back(event: StatusEvent, previous: Status | None, requeued: bool) -> bool:
+    """Requeue (contract §3): a FAILED vendor scope back to QUEUED, detail "requeued: ...";
+    then, once a vendor scope was requeued since, its FAILED request's new terminal status."""
+    if previous is not Status.FAILED:
+        return False
+    if event.vendor is not None:
+        return event.status is Status.QUEUED and (event.detail or "").startswith("requeued: ")
+    return requeued and event.status in REQUEST_TERMINAL
 
 
 def _request_scope_violations(

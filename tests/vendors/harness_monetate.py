@@ -1,8 +1,10 @@
 """The harness for Monetate (see `harness.VendorHarness`).
 
 The sandbox's nightly batch runs 50 ms after a submission and its data GET limit is
-raised to 200/s, with the adapter pacing at 100/s: pacing waits are real but tiny, so
-`RecordedSleeps` only sees the in-call retry waits the contract suite asserts on.
+raised to 200/s; adapters built here have no call gate (the worker's rate limiter, tested
+with it in tests/pipeline/test_in_flight.py), so `RecordedSleeps` only sees the in-call
+retry waits the contract suite asserts on. Polls start at the job's oldest id (`rand`
+always 0), so tests know which ids a poll checks.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from consumer.backoff import Random
 from consumer.config import VendorSettings
 from consumer.model import Status
 from consumer.vendors.http import VendorHttp
@@ -33,7 +36,7 @@ ACCOUNT_PATH = f"/api/data/v1/{DEFAULT_SHORTNAME}/production"
 
 
 class Harness(HarnessFor[MonetateSandbox, MonetateAdapter]):
-    """`status_checks_per_poll` goes to the adapters it builds."""
+    """`status_checks_per_poll` and `rand` go to the adapters it builds."""
 
     vendor = "monetate"
     identity_type = "customer_id"
@@ -44,8 +47,13 @@ class Harness(HarnessFor[MonetateSandbox, MonetateAdapter]):
     auth_path = "/api/auth/v0/refresh/"
     max_ids_per_call = DEFAULT_MAX_ROWS_PER_CALL
 
-    def __init__(self, status_checks_per_poll: int = STATUS_CHECKS_PER_POLL) -> None:
+    def __init__(
+        self,
+        status_checks_per_poll: int = STATUS_CHECKS_PER_POLL,
+        rand: Random = lambda: 0.0,
+    ) -> None:
         self.status_checks_per_poll = status_checks_per_poll
+        self.rand = rand
 
     @contextmanager
     def running(self) -> Iterator[MonetateSandbox]:
@@ -73,7 +81,9 @@ class Harness(HarnessFor[MonetateSandbox, MonetateAdapter]):
         assert isinstance(settings, MonetateSettings)
         http = VendorHttp(self.vendor, timeout_seconds=settings.timeout_seconds, sleep=sleeps)
         checks = self.status_checks_per_poll
-        return MonetateAdapter(settings, http, sleep=time.sleep, status_checks_per_poll=checks)
+        return MonetateAdapter(
+            settings, http, sleep=time.sleep, rand=self.rand, status_checks_per_poll=checks
+        )
 
     def seed(self, sandbox: MonetateSandbox, value: str) -> None:
         sandbox.add_customer(value)

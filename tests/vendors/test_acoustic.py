@@ -182,6 +182,25 @@ def test_one_call_per_database(rig: AcousticRig) -> None:
     assert (posts(rig, DB), posts(rig, DB2)) == (1, 1)
 
 
+def test_a_database_gets_at_most_batch_size_lines_a_call() -> None:
+    """Each item of email type makes two lines here (EMAIL and ALT_EMAIL): with batch_size
+    4, five items to one database are three calls of 4, 4 and 2 lines, no item split."""
+    sandbox = new_sandbox()
+    built = make_rig(sandbox, batch_size=4)
+    try:
+        entries = [item(f"u{n}@example.com") for n in range(5)]
+        result = built.adapter.submit(entries)
+        settings = HARNESS.settings(
+            sandbox, database_ids=(DB, DB2), lookup_fields={"EMAIL": "email", "ALT": "email"}
+        )
+    finally:
+        built.adapter.close()
+        sandbox.stop()
+    assert [len(job.item_ids) for job in result.jobs] == [2, 2, 1]
+    assert [len(body.splitlines()) for body in sandbox.submitted_bodies(DB)] == [4, 4, 2]
+    assert settings.calls_per_submit == 2 * 2, "databases x lines per email: the lease's calls"
+
+
 def test_identical_lines_are_sent_once_and_settle_every_item(rig: AcousticRig) -> None:
     rig.sandbox.add_contact(DB, {"EMAIL": "twice@example.com"})
     one, other = item("twice@example.com"), item("twice@example.com")

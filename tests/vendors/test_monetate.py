@@ -2,8 +2,8 @@
 
 The sandbox's nightly batch runs 250 ms after a submission and its data GET limit is raised
 for speed; tests wait on conditions with deadlines, never fixed sleeps. In-call backoff
-sleeps are recorded; the status pacer's waits are real but tiny, except in the pacer's own
-tests, which drive a fake clock.
+sleeps are recorded. The status rate is the worker's call gate's (tests/pipeline/
+test_in_flight.py); these adapters have none.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from consumer.vendors.base import (
     VendorAuthError,
 )
 from consumer.vendors.monetate import MonetateAdapter, MonetateSettings
-from consumer.vendors.monetate.adapter import StatusPacer
 from consumer.vendors.monetate.wire import iso_utc, schema_rows, token_lifetime
 from devtools.sandbox.monetate import MonetateSandbox, sandbox_keys
 from devtools.sandbox.monetate_wire import is_iso8601
@@ -131,7 +130,8 @@ def make_rig(sandbox: MonetateSandbox, keys: Keys, **overrides: Any) -> Monetate
         "status_rate_per_second": 250.0,
     }
     checks = overrides.pop("status_checks_per_poll", 20)
-    return Harness(status_checks_per_poll=checks).rig(sandbox, **(values | overrides))
+    rand = overrides.pop("rand", lambda: 0.0)
+    return Harness(status_checks_per_poll=checks, rand=rand).rig(sandbox, **(values | overrides))
 
 
 @pytest.fixture
@@ -170,11 +170,16 @@ def test_held_and_unknown_ids_both_complete(rig: MonetateRig) -> None:
     assert rig.sandbox.rows(DATASET)["C-held"] == "2024-05-01T12:34:56.789+00:00"
     assert HARNESS.calls("submit", "ok") - ok_before == 1
     first = rig.adapter.poll(due(job, [held, unknown]))
-    assert first == PollResult(
-        Status.IN_PROGRESS, (ItemOutcome(unknown.item_id, Status.COMPLETED),)
+    assert first == PollResult(Status.IN_PROGRESS), "the upload is pending: nothing settled"
+    assert checked_ids(rig) == ["C-held"], "and one check told the poll so"
+    result = rig.poll_until_done(due(job, [held, unknown]))
+    assert result == PollResult(
+        Status.COMPLETED,
+        (
+            ItemOutcome(held.item_id, Status.COMPLETED),
+            ItemOutcome(unknown.item_id, Status.COMPLETED),
+        ),
     )
-    result = rig.poll_until_done(due(job, [held]))
-    assert result == PollResult(Status.COMPLETED, (ItemOutcome(held.item_id, Status.COMPLETED),))
     assert rig.sandbox.customer_status("C-held") == "NOT_FOUND"
 
 
@@ -227,9 +232,14 @@ def test_awkward_ids_round_trip(rig: MonetateRig) -> None:
 # --------------------------------------------------------------------------- polling limits
 
 
-def test_big_jobs_are_checked_in_turn_oldest_first(keys: Keys) -> None:
+def test_a_pending_upload_costs_one_check_a_poll_from_a_random_id(keys: Keys) -> None:
+    """While an upload waits for its nightly batch, each poll checks one id (a random one,
+    so ids that never go away cannot hide the rest); once it is deleted, each id is checked
+    once. An upload is followed as jobs of `status_checks_per_poll` ids, checked at once
+    by the worker's poll slots."""
     sandbox = new_sandbox(keys, deletion_delay_seconds=3600.0)  # held ids stay PENDING
-    built = make_rig(sandbox, keys, status_checks_per_poll=2)
+    starts = iter([0.0, 0.5, 0.99, 0.0, 0.0])
+    built = make_rig(sandbox, keys, status_checks_per_poll=5, rand=lambda: next(starts))
     try:
         start = datetime.now(UTC) - timedelta(hours=1)
         values = ["E", "D", "C", "B", "A"]  # A is the oldest request
@@ -239,63 +249,33 @@ def test_big_jobs_are_checked_in_turn_oldest_first(keys: Keys) -> None:
         polled = due(built.submit_one_job(items), items)
         for _ in range(3):
             assert built.adapter.poll(polled) == PollResult(Status.IN_PROGRESS)
-        assert checked_ids(built) == ["A", "B", "C", "D", "E", "A"]
-        unknown = [item(f"gone-{n}") for n in range(5)]  # NOT_FOUND at once
-        result = built.poll_until_done(due(built.submit_one_job(unknown), unknown))
+        assert checked_ids(built) == ["A", "C", "E"]
+        unknown = [item(f"gone-{n}") for n in range(7)]  # NOT_FOUND at once
+        jobs = built.adapter.submit(unknown).jobs
+        assert [len(job.item_ids) for job in jobs] == [5, 2]
+        by_id = {entry.item_id: entry for entry in unknown}
+        for job in jobs:
+            members = [by_id[item_id] for item_id in job.item_ids]
+            assert built.adapter.poll(due(job, members)).job_status is Status.COMPLETED
     finally:
         built.adapter.close()
         sandbox.stop()
-    assert set(outcome_map(result)) == {entry.item_id for entry in unknown}
-    assert len(checked_ids(built)) == 6 + 5
+    assert len(checked_ids(built)) == 3 + 7
 
 
-def test_status_checks_are_paced_across_jobs(keys: Keys) -> None:
-    sandbox = new_sandbox(keys, data_get_rate_per_second=20.0)
-    built = make_rig(sandbox, keys, status_rate_per_second=10.0)
-    try:
-        first, second = [item("C-1"), item("C-2")], [item("C-3"), item("C-4")]
-        job_one, job_two = built.submit_one_job(first), built.submit_one_job(second)
-        built.adapter.poll(due(job_one, first))
-        built.adapter.poll(due(job_two, second))
-    finally:
-        built.adapter.close()
-        sandbox.stop()
-    stamps = [call.timestamp for call in sandbox.calls if call.path == STATUS]
-    assert [call.status for call in sandbox.calls if call.path == STATUS] == [200] * 4
-    assert all(later - earlier >= 0.1 for earlier, later in itertools.pairwise(stamps))
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
-def test_pacer_waits_from_the_end_of_the_previous_call() -> None:
-    fake = FakeTime()
-    pacer = StatusPacer(2.0, lambda: fake.now, fake.sleep)
-    with pacer:
-        fake.now += 0.2  # the call takes 0.2 s
-    fake.now += 0.1
-    with pacer:
-        pass
-    fake.now += 1.0
-    with pacer:
-        pass
-    assert fake.slept == [pytest.approx(0.4)]
-
-
-def test_pacer_refuses_to_go_on_when_its_sleep_is_cut_short() -> None:
-    fake = FakeTime()
-    pacer = StatusPacer(1.0, lambda: fake.now, lambda _seconds: None)
-    with pacer:
-        pass
-    with pytest.raises(RetryableVendorError, match="stopped while pacing"), pacer:
-        pytest.fail("the call must not be made")
+def test_a_pending_upload_is_checked_less_and_less_often() -> None:
+    settings = MonetateSettings(
+        base_url="https://api.monetate.net",
+        shortname=SHORT,
+        dataset=DATASET,
+        api_username=USER,
+        private_key=SecretStr("unused"),
+        poll_interval_seconds=3600.0,
+    )
+    assert settings.next_poll_seconds(86400.0, settled_some=True) == 0.0
+    assert settings.next_poll_seconds(2.0, settled_some=False) == 1.0
+    assert settings.next_poll_seconds(8000.0, settled_some=False) == 2000.0
+    assert settings.next_poll_seconds(86400.0, settled_some=False) == 3600.0
 
 
 def test_a_poll_keeps_what_it_learnt_before_a_failure(rig: MonetateRig) -> None:

@@ -6,15 +6,20 @@ before it expires and fetches a new one once on a 401. A 403 means the key was r
 
 Submission: one upload of `schema_rows` (`customer_id`, `delete_request_time`) to the
 configured `customer_data_privacy` dataset per batch. Monetate has no job id, so each
-upload becomes one synthetic job (`upload-<12 hex>`, no personal data) holding all its
-items; rows are upserted by customer id, so sending one again is harmless.
+upload becomes synthetic jobs (`upload-<12 hex>`, no personal data) of at most
+`status_checks_per_poll` customer ids, which the poll slots check at once; rows are
+upserted by customer id, so sending one again is harmless.
 
 Completion: Monetate deletes in nightly batches (24-48 h) and only answers per customer
-id, through a status endpoint limited to about one request a second for all our work:
+id, through a status endpoint limited to about one request a second for all our work
+(`status_rate_per_second`, held for every loop and replica by the worker's call gate):
 `NOT_FOUND` after submission means the id is gone (erased, or never held) -> COMPLETED;
 `PENDING` / `FOUND` -> still IN_PROGRESS. A poll checks at most `status_checks_per_poll`
-ids of its job, oldest request first, resuming where the previous poll of that job
-stopped, so a few ids that never go away cannot starve the rest.
+ids of its job, from a random one on, and stops at the first still open: an upload is
+deleted all at once, so while it is pending a poll costs one check and the next waits
+longer (a quarter of the job's age, up to `poll_interval_seconds`); once it is deleted each
+id costs one check. The random start keeps a few ids that never go away from hiding the
+rest.
 
 The dataset is created once by `erasure-worker setup` (`create_dataset`, idempotent: the
 documented 400 "exists" answer means it is there). Only documented endpoints are called,
@@ -59,7 +64,7 @@ def unchecked_dataset(settings: MonetateSettings) -> str:
 
 
 def _adapter(settings: MonetateSettings, http: VendorHttp, sleep: Sleep) -> MonetateAdapter:
-    """Status checks are paced with the loop's `sleep`, so shutdown cuts the wait short."""
+    """In-call retries wait with the loop's `sleep`, so shutdown cuts the wait short."""
     return MonetateAdapter(settings, http, sleep=sleep)
 
 

@@ -1,8 +1,9 @@
-"""The Monetate adapter: uploads, paced per-id status checks and the JWT token exchange
-(see the package docstring for how Monetate works and why)."""
+"""The Monetate adapter: uploads, per-id status checks and the JWT token exchange (see the
+package docstring for how Monetate works and why)."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -10,6 +11,7 @@ from urllib.parse import quote
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from consumer.backoff import Random
 from consumer.clock import SYSTEM_CLOCK
 from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
@@ -25,7 +27,7 @@ from consumer.vendors.base import (
     shown_status_word,
     unpaced,
 )
-from consumer.vendors.http import Clock, Sleep, TokenAuth, VendorHttp, token_answer
+from consumer.vendors.http import Sleep, TokenAuth, VendorHttp, token_answer
 from consumer.vendors.monetate.settings import STATUS_CHECKS_PER_POLL, MonetateSettings
 from consumer.vendors.monetate.wire import (
     TOKEN_TTL_SECONDS,
@@ -44,43 +46,17 @@ PRIVACY_SCHEMA_TYPE = "customer_data_privacy"
 _OPEN_WORDS = frozenset({"PENDING", "FOUND"})
 _GONE_WORD = "NOT_FOUND"
 _EXISTS_WORD = "exist"  # in the 400 error that refuses a duplicate dataset name
-# A pacing sleep that ends this much early was cut short (shutdown), not rounded.
-_WAKE_TOLERANCE_SECONDS = 0.001
 
 AgeKey = tuple[datetime, int]
-
-
-class StatusPacer:
-    """Spaces rate-limited calls `1 / rate` seconds apart, from the end of one call to the
-    start of the next: every call then also *arrives* at least that far apart, whatever the
-    network did. Use as `with pacer: <one call>`.
-
-    A `sleep` that returns early (a stop event's `wait` at shutdown) raises
-    `RetryableVendorError` rather than letting a call through too soon.
-    """
-
-    def __init__(self, rate_per_second: float, clock: Clock, sleep: Sleep) -> None:
-        self._interval = 1.0 / rate_per_second
-        self._clock = clock
-        self._sleep = sleep
-        self._next_at = float("-inf")
-
-    def __enter__(self) -> None:
-        wait = self._next_at - self._clock()
-        if wait > 0:
-            self._sleep(wait)
-            if self._next_at - self._clock() > _WAKE_TOLERANCE_SECONDS:
-                raise RetryableVendorError("monetate: stopped while pacing rate-limited calls")
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._next_at = self._clock() + self._interval
 
 
 class MonetateAdapter:
     """`VendorAdapter` for Monetate; one instance per worker loop (not thread-safe).
 
-    `sleep` paces status checks (pass the stop event's `wait` so shutdown cuts it short)
-    and, when no `http` is given, backs off in-call retries; `clock` is the pacer's clock.
+    `sleep` backs off in-call retries when no `http` is given; `rand` picks where each poll
+    starts among its job's ids. Status checks keep to `status_rate_per_second` through the
+    worker's call gate on `http` (`consumer.pipeline.call_gate`), which every loop and
+    replica shares.
     """
 
     name = "monetate"
@@ -91,7 +67,7 @@ class MonetateAdapter:
         http: VendorHttp | None = None,
         *,
         sleep: Sleep = time.sleep,
-        clock: Clock = SYSTEM_CLOCK.monotonic,
+        rand: Random = random.random,
         status_checks_per_poll: int = STATUS_CHECKS_PER_POLL,
     ) -> None:
         if status_checks_per_poll < 1:
@@ -102,9 +78,8 @@ class MonetateAdapter:
         )
         self._auth = TokenAuth(self._fetch_token, scheme="Token")
         self._signing_key: RSAPrivateKey | None = None
-        self._pacer = StatusPacer(settings.status_rate_per_second, clock, sleep)
+        self._rand = rand
         self._checks_per_poll = status_checks_per_poll
-        self._cursors: dict[int, AgeKey] = {}  # job id -> last id checked, for big jobs
         shortname = quote(settings.shortname, safe="")
         dataset = quote(settings.dataset, safe="")
         account = f"{settings.base_url}/api/data/v1/{shortname}/production"
@@ -145,7 +120,11 @@ class MonetateAdapter:
     # ----------------------------------------------------------------- submit
 
     def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
-        """Upload the batch as one call; items Monetate would reject fail without a call."""
+        """Upload the batch as one call; items Monetate would reject fail without a call.
+
+        The upload is followed as jobs of at most `status_checks_per_poll` customer ids
+        (Monetate has no job of its own to follow): one poll checks one such job, so the
+        worker's poll slots check different parts of a big upload at once."""
         problems = {item.item_id: self._problem(item) for item in items}
         sendable = [item for item in items if problems[item.item_id] is None]
         unsendable = tuple(
@@ -172,8 +151,19 @@ class MonetateAdapter:
             )
         if response.status_code not in (200, 201):
             raise PermanentVendorError(f"monetate submit: unexpected HTTP {response.status_code}")
-        job = SubmittedJob(upload_job_id(), None, tuple(item.item_id for item in sendable))
-        return SubmitResult(jobs=(job,), outcomes=unsendable)
+        return SubmitResult(jobs=self._status_jobs(sendable), outcomes=unsendable)
+
+    def _status_jobs(self, sendable: Sequence[WorkItem]) -> tuple[SubmittedJob, ...]:
+        """Jobs of at most `status_checks_per_poll` customer ids, an id's items together."""
+        by_id: dict[str, list[int]] = {}
+        for item in sendable:
+            by_id.setdefault(item.identity_value, []).append(item.item_id)
+        groups = list(by_id.values())
+        size = self._checks_per_poll
+        return tuple(
+            SubmittedJob(upload_job_id(), None, tuple(i for group in chunk for i in group))
+            for chunk in (groups[start : start + size] for start in range(0, len(groups), size))
+        )
 
     def _problem(self, item: WorkItem) -> str | None:
         """Why Monetate cannot take this item (no value in the text), or None."""
@@ -186,11 +176,17 @@ class MonetateAdapter:
     # ----------------------------------------------------------------- poll
 
     def poll(self, job: DueJob) -> PollResult:
-        """Check up to `status_checks_per_poll` of the job's customer ids; COMPLETED once
-        every item is gone, else IN_PROGRESS with outcomes for the ids found gone."""
+        """Check the job's customer ids, at most `status_checks_per_poll`, in age order from
+        a random one on, until one is still open: COMPLETED once every item is gone, else
+        IN_PROGRESS with outcomes for the ids found gone.
+
+        Monetate deletes an upload's ids in one nightly run, so an open answer means the rest
+        most likely wait too: a pending upload costs one check per poll, and the poller
+        backs off (`MonetateSettings.next_poll_seconds`); once it is deleted, each id costs
+        one check. The random start keeps a few ids that never go away from hiding the rest.
+        """
         outcomes: list[ItemOutcome] = []
-        checks, rotating = self._next_checks(job)
-        for items in checks:
+        for items in self._next_checks(job):
             try:
                 gone = self._is_gone(items[0].identity_value)
             except RetryableVendorError as error:
@@ -198,43 +194,34 @@ class MonetateAdapter:
                     raise
                 # Keep what this poll learnt; the rest is checked next time.
                 return PollResult(Status.IN_PROGRESS, tuple(outcomes), detail=str(error))
-            if rotating:
-                self._cursors[job.job_id] = _age_key(items[0])
-            if gone:
-                outcomes.extend(ItemOutcome(item.item_id, Status.COMPLETED) for item in items)
+            if not gone:
+                break
+            outcomes.extend(ItemOutcome(item.item_id, Status.COMPLETED) for item in items)
         if len(outcomes) == len(job.items):
             return PollResult(Status.COMPLETED, tuple(outcomes))
         return PollResult(Status.IN_PROGRESS, tuple(outcomes))
 
-    def _next_checks(self, job: DueJob) -> tuple[list[list[WorkItem]], bool]:
-        """The job's items grouped by customer id, oldest first, and whether there are more
-        groups than one poll checks. Then the groups start after the one the previous poll
-        of this job checked last (a cursor kept only for such big jobs)."""
+    def _next_checks(self, job: DueJob) -> list[list[WorkItem]]:
+        """The job's items grouped by customer id (one check each), oldest first, turned
+        round to start at a random group, and cut to the checks one poll makes."""
         groups: dict[str, list[WorkItem]] = {}
         for item in sorted(job.items, key=_age_key):
             groups.setdefault(item.identity_value, []).append(item)
         ordered = list(groups.values())
-        if len(ordered) <= self._checks_per_poll:
-            self._cursors.pop(job.job_id, None)
-            return ordered, False
-        cursor = self._cursors.get(job.job_id)
-        if cursor is not None:
-            start = next((i for i, g in enumerate(ordered) if _age_key(g[0]) > cursor), 0)
-            ordered = ordered[start:] + ordered[:start]
-        return ordered[: self._checks_per_poll], True
+        start = min(int(self._rand() * len(ordered)), max(0, len(ordered) - 1))
+        return (ordered[start:] + ordered[:start])[: self._checks_per_poll]
 
     def _is_gone(self, customer_id: str) -> bool:
-        """One paced status check: True for NOT_FOUND, False for PENDING / FOUND."""
-        with self._pacer:
-            response = self._http.call(
-                "poll",
-                "GET",
-                self._status_url,
-                auth=self._auth,
-                params={"customer_id": customer_id},
-                handled_statuses=(404,),
-                redact=(customer_id,),
-            )
+        """One status check: True for NOT_FOUND, False for PENDING / FOUND."""
+        response = self._http.call(
+            "poll",
+            "GET",
+            self._status_url,
+            auth=self._auth,
+            params={"customer_id": customer_id},
+            handled_statuses=(404,),
+            redact=(customer_id,),
+        )
         if response.status_code == 404:
             raise VendorAuthError(
                 "monetate poll: the status endpoint answered 404: check status_path, and run "

@@ -124,7 +124,7 @@ Fails when a `${NAME}` reference has no source among the inline secrets and `ext
 {{- with .Values.httpHost }}
 {{- $_ := set $http "host" . }}
 {{- end }}
-{{- $config := dict "kafka" .Values.config.kafka "ledger" (dict "url" (include "erasure-worker.ledgerUrl" .)) "http" $http "vendors" (.Values.config.vendors | default dict) "deadlines" .Values.config.deadlines }}
+{{- $config := dict "kafka" .Values.config.kafka "ledger" (dict "url" (include "erasure-worker.ledgerUrl" .)) "http" $http "vendors" (.Values.config.vendors | default dict) "deadlines" .Values.config.deadlines "retention" .Values.config.retention }}
 {{- $rendered := toYaml $config }}
 {{- if not (or .Values.secrets.existingSecret .Values.extraEnvFrom) }}
 {{- $defined := keys (.Values.secrets.values | default dict) }}

@@ -1,0 +1,259 @@
+"""Vendor throughput at real latency (`make bench`): does the worker use the rates it is
+allowed when every vendor answers in ~150 ms, alone and as a fleet?
+
+    python -m bench.throughput [--requests 2000] [--latency-ms 150] [--job-seconds 1]
+                               [--runs sqlite:1,postgresql:1,postgresql:3]
+
+Each run: the four vendor sandboxes, fresh, answering every call `--latency-ms` late (the
+Monetate one refusing with 429 status checks faster than the configured status rate, with
+room for one early call); a fresh Tansu topic and consumer group; a fresh ledger (a SQLite
+file, or a new database in a private PostgreSQL cluster); then `erasure-worker run` as N
+real processes on that ledger. Once every worker is ready, `--requests` requests (every
+subject with an email, every second a Voyado customer key, every fourth a customer id for
+Monetate and Acquia CDP) are produced, and the run ends when the status topic holds a
+terminal status for every request.
+
+Reported per vendor operation, from the sandboxes' own logs (`bench.throughput_stats`):
+calls, configured rate, achieved calls/s, busiest second, limit violations, and the floor
+those calls allow; per run, the wall time against the largest floor (the least time the
+configured rates allow) and Monetate's status checks per customer id. Results: a table on
+stdout, JSON in `bench/results/throughput.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import socket
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.throughput_stats import Operation, figures
+from consumer.kafka.codec import decode_status_event
+from consumer.model import ErasureRequest
+from devtools import devstack
+from devtools.devstack import Topics, create_worker_topics
+from devtools.sandbox.fleet import MEMBERS, MONETATE_DATASET, vendor_section
+from devtools.sandbox.monetate import MonetateSandbox
+from devtools.sandbox.server import Sandbox
+from tests.support import pg
+from tests.support.contract import TERMINAL
+from tests.support.http import http_get
+from tests.support.topics import TopicReader
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+COMMON: dict[str, Any] = {
+    "flush_interval_seconds": 1,
+    "first_poll_after_seconds": 1,
+    "poll_interval_seconds": 1,
+    "timeout_seconds": 10,
+    "max_attempts": 4,
+    "rate_per_second": 1,
+}
+# The issue's example: 100 Voyado jobs/s and 40 Monetate status checks/s, with enough
+# calls in flight for 150 ms answers (rate x latency: 15 and 6), shared by the processes.
+VENDORS: dict[str, dict[str, Any]] = {
+    "voyado": {"rate_per_second": 100, "max_in_flight": 20},
+    "monetate": {"status_rate_per_second": 40, "max_in_flight": 8},
+    "acquia_cdp": {},
+    "acoustic": {},
+}
+LEAD = COMMON["flush_interval_seconds"] + COMMON["first_poll_after_seconds"]
+OPERATIONS = (
+    Operation("voyado", "submit", "create-remove-customer-job", 100),
+    Operation("voyado", "poll", "job-status", None),
+    Operation("monetate", "submit", f"/data/{MONETATE_DATASET}/", 1),
+    Operation("monetate", "status", "/status/", 40, LEAD),
+    Operation("acquia_cdp", "submit", "/dataerasure", 1),
+    Operation("acoustic", "submit", "/gdpr_erasure", 1),
+    Operation("acoustic", "poll", "/gdpr_jobs/", None),
+)
+PG_OPTIONS = (*pg.FAST_OPTIONS, "-c max_connections=200")
+
+
+@contextlib.contextmanager
+def sandboxes(latency: float, job_seconds: float) -> Iterator[dict[str, Sandbox]]:
+    """Every vendor's sandbox, started and set up, answering `latency` late."""
+    boxes: dict[str, Sandbox] = {
+        name: member.build(job_seconds) for name, member in MEMBERS.items() if name != "monetate"
+    }
+    boxes["monetate"] = MonetateSandbox(
+        deletion_delay_seconds=job_seconds,
+        data_get_rate_per_second=VENDORS["monetate"]["status_rate_per_second"],
+        data_get_burst=2,
+    )
+    try:
+        for name, box in boxes.items():
+            box.start()
+            MEMBERS[name].prepare(box, True)
+            box.set_latency(latency)
+        yield boxes
+    finally:
+        for box in boxes.values():
+            box.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def per_process(settings: Mapping[str, Any], processes: int) -> dict[str, Any]:
+    """A vendor's settings for one of `processes` workers: the calls in flight the rates
+    need are the fleet's, so each process gets its share of `max_in_flight`."""
+    out = dict(settings)
+    if "max_in_flight" in out:
+        out["max_in_flight"] = math.ceil(out["max_in_flight"] / processes)
+    return out
+
+
+def start_workers(
+    count: int, work: Path, bootstrap: str, topics: Topics, url: str, boxes: Mapping[str, Sandbox]
+) -> list[Any]:
+    vendors = {
+        name: vendor_section(name, box, {**COMMON, **per_process(VENDORS[name], count)})
+        for name, box in boxes.items()
+    }
+    workers = []
+    for n in range(count):
+        port = free_port()
+        config = devstack.write_config(
+            work / f"worker{n}.yaml",
+            bootstrap=bootstrap,
+            topics=topics,
+            ledger_url=url,
+            vendors=vendors,
+            http_port=port,
+        )
+        process = devstack.start_worker(config, work / f"worker{n}.log")
+        workers.append((process, port))
+    deadline = time.monotonic() + 60
+    for process, port in workers:
+        while (answer := http_get(port, "/readyz", timeout=2.0)) is None or answer[0] != 200:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"a worker did not get ready; see {work}/worker*.log")
+            time.sleep(0.1)
+    return [process for process, _ in workers]
+
+
+def wait_for_terminals(reader: TopicReader, requests: list[ErasureRequest], timeout: float) -> None:
+    wanted = {request.request_id for request in requests}
+    finished: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while not wanted <= finished:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(wanted - finished)} requests not finished in {timeout:.0f} s")
+        for record in reader.poll():
+            event = decode_status_event(record.value or b"")
+            if event.vendor is None and event.status in TERMINAL:
+                finished.add(event.request_id)
+
+
+def monetate_ids(requests: list[ErasureRequest]) -> int:
+    return len(
+        {
+            identity.value
+            for request in requests
+            if request.vendors is None or "monetate" in request.vendors
+            for identity in request.identities
+            if identity.type == "customer_id"
+        }
+    )
+
+
+def run(
+    label: str, processes: int, url: str, bootstrap: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    samples = devstack.fleet_sample_requests(args.requests, seed=11)
+    requests = list(samples.requests)
+    topics = Topics.unique("bench")
+    create_worker_topics(bootstrap, topics)
+    with (
+        sandboxes(args.latency_ms / 1000, args.job_seconds) as boxes,
+        tempfile.TemporaryDirectory() as work,
+    ):
+        for identity in samples.known:
+            for name, box in boxes.items():
+                seed = MEMBERS[name].seeds.get(identity.type)
+                if seed is not None:
+                    seed(box, identity.value)
+        workers = start_workers(processes, Path(work), bootstrap, topics, url, boxes)
+        reader = TopicReader(bootstrap, topics.status)
+        try:
+            started = time.monotonic()
+            devstack.produce_requests(topics.kafka_settings(bootstrap), requests)
+            wait_for_terminals(reader, requests, timeout=900)
+            wall = time.monotonic() - started
+        finally:
+            for process in workers:
+                devstack.stop_worker(process)
+        figs = [figures(op, boxes[op.vendor].calls) for op in OPERATIONS]
+    floor = max(fig.floor_seconds for fig in figs)
+    status = next(fig for fig in figs if fig.vendor == "monetate" and fig.name == "status")
+    return {
+        "run": label,
+        "processes": processes,
+        "requests": args.requests,
+        "latency_ms": args.latency_ms,
+        "wall_seconds": wall,
+        "floor_seconds": floor,
+        "monetate_ids": monetate_ids(requests),
+        "monetate_status_checks": status.calls,
+        "operations": [vars(fig) for fig in figs],
+        "_figures": figs,
+    }
+
+
+def print_run(result: dict[str, Any]) -> None:
+    print(
+        f"\n{result['run']}: {result['requests']} requests, {result['latency_ms']:g} ms latency:"
+        f" wall {result['wall_seconds']:.1f} s, floor {result['floor_seconds']:.1f} s"
+        f" ({result['wall_seconds'] / result['floor_seconds']:.2f}x);"
+        f" Monetate {result['monetate_status_checks']} status checks for"
+        f" {result['monetate_ids']} ids"
+    )
+    header = ["operation", "calls", "rate/s", "achieved/s", "busiest s", "violations", "floor s"]
+    rows = [header] + [fig.as_row() for fig in result["_figures"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=150.0)
+    parser.add_argument("--job-seconds", type=float, default=1.0)
+    parser.add_argument("--runs", default="sqlite:1,postgresql:1,postgresql:3")
+    args = parser.parse_args()
+    results: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        bootstrap = stack.enter_context(devstack.kafka_bootstrap())
+        server: str | None = None
+        for spec in args.runs.split(","):
+            backend, _, count = spec.partition(":")
+            processes = int(count or 1)
+            label = f"{backend} x{processes}"
+            if backend == "sqlite":
+                folder = stack.enter_context(tempfile.TemporaryDirectory())
+                url = f"sqlite:///{folder}/ledger.db"
+            else:
+                server = server or stack.enter_context(pg.private_cluster(PG_OPTIONS))
+                url = stack.enter_context(pg.fresh_database(server))
+            results.append(run(label, processes, url, bootstrap, args))
+            print_run(results[-1])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    clean = [{k: v for k, v in result.items() if not k.startswith("_")} for result in results]
+    (RESULTS / "throughput.json").write_text(json.dumps(clean, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
