@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The erasure worker's container image: `docker build -t erasure-worker:0.1.0 .`
+# The erasure worker's container image: `docker build -t erasure-worker:0.2.0 .`
 # (the tag the Helm chart's default image uses is its appVersion, the project's version).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

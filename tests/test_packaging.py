@@ -11,6 +11,7 @@ import ast
 import fnmatch
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 
 def test_the_wheel_holds_the_product_and_its_data_only(wheel_files: dict[str, bytes]) -> None:
     packages = {name.split("/", 1)[0] for name in wheel_files if "/" in name}
-    assert packages == {"consumer", "erasure_worker-0.1.0.dist-info"}
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert packages == {"consumer", f"erasure_worker-{version}.dist-info"}
     assert not [name for name in wheel_files if "sandbox" in name or "demo" in name]
     assert "consumer/ledger/migrations/sqlite/0001_initial.sql" in wheel_files
     assert "consumer/schemas/subject_erasure_requested.avsc" in wheel_files

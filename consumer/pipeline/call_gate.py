@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 
 PAUSE_WITHOUT_RETRY_AFTER_SECONDS = 1.0
 """How long a 429 that names no Retry-After pauses its operation."""
+RATE_HEADROOM = 0.95
+"""Share of a configured rate the gate hands out. Slots are spaced on the database's clock,
+but each call leaves after a local sleep and crosses the network, so arrivals at the vendor
+are spaced less evenly than the slots; a vendor that counts arrivals strictly (Monetate: at
+most one status check per second) would see that jitter as a burst over its limit."""
 LEDGER_DOWN_RETRY_SECONDS = 5.0
 """When the calls of a batch refused for want of the fleet's buckets are tried again."""
 
@@ -71,9 +76,12 @@ class CallGate:
         self._fleet = fleet
         self._clock = clock
         self._stop = stop
-        self._buckets = {"submit": RateBucket(self._vendor, "submit", settings.rate_per_second)}
-        if settings.poll_rate_per_second is not None:
-            self._buckets["poll"] = RateBucket(self._vendor, "poll", settings.poll_rate_per_second)
+        rates = {"submit": settings.rate_per_second, "poll": settings.poll_rate_per_second}
+        self._buckets = {
+            operation: RateBucket(self._vendor, operation, rate * RATE_HEADROOM)
+            for operation, rate in rates.items()
+            if rate is not None
+        }
         self._lock = threading.Lock()
         self._paused_until: dict[str, float] = {}
         self._pauses: dict[str, int] = {}  # 429s seen per operation

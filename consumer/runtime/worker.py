@@ -1,13 +1,14 @@
 """`erasure-worker run`: the stages wired together, and a graceful stop (contract §5).
 
 Threads: the main thread runs ingest (Kafka -> ledger); each enabled vendor has
-`max_in_flight` dispatch loops and as many poll loops (its call slots: that many calls of
-each kind under way at once); one outbox publisher; one gauge refresher; one retention
-loop; the HTTP server. Every loop has its own vendor session,
-so no HTTP session is shared between threads (a `requests.Session` is not safe for
-concurrent requests). Database connections are: a vendor's slots of one kind share a
-small pool of ledger objects, each used for one transaction at a time, and its call gate
-has one for the fleet-wide rate buckets (`consumer.pipeline.shared_ledger`, `call_gate`).
+`max_in_flight` dispatch loops and, if its adapter creates jobs to follow (its registry
+entry's `polls`), as many poll loops (its call slots: that many calls of each kind under
+way at once); one outbox publisher; one gauge refresher; one retention loop; the HTTP
+server. Every loop has its own vendor session, so no HTTP session is shared between
+threads (a `requests.Session` is not safe for concurrent requests). Database connections
+are: a vendor's slots of one kind share a small pool of ledger objects, each used for one
+transaction at a time, and its call gate has one for the fleet-wide rate buckets
+(`consumer.pipeline.shared_ledger`, `call_gate`).
 """
 
 from __future__ import annotations
@@ -38,13 +39,25 @@ from consumer.runtime.httpserver import HttpServer
 from consumer.runtime.loops import Heartbeats, LoopThread
 from consumer.runtime.retention import RetentionLoop
 from consumer.runtime.vendor_health import VendorHealth
-from consumer.vendors import build_adapter
+from consumer.vendors import build_adapter, registry
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_SECONDS = 25.0
 INGEST_STALL_SECONDS = 60.0
 KAFKA_PROBE_SECONDS = 1.0  # with the ledger probe, within the server's 3 s probe bound
+
+
+VendorLoop = type[Dispatcher] | type[Poller]
+
+
+def vendor_loop_kinds(settings: VendorSettings) -> tuple[tuple[str, VendorLoop], ...]:
+    """The kinds of loop a vendor's call slots run: a poll loop only if its adapter creates
+    jobs to follow, since one for a vendor that never polls would claim nothing forever."""
+    kinds: tuple[tuple[str, VendorLoop], ...] = (("dispatch", Dispatcher),)
+    if registry.entry_for(settings).polls:
+        kinds += (("poll", Poller),)
+    return kinds
 
 
 class Worker:
@@ -177,15 +190,15 @@ class Worker:
         return ledger
 
     def _start_vendor_loops(self, resources: ExitStack) -> None:
-        """A dispatch loop and a poll loop per call slot of each vendor, all of a vendor's
-        calls passing its gate (the fleet's rates, a 429's pause)."""
+        """A dispatch loop and (if it polls) a poll loop per call slot of each vendor, all
+        of a vendor's calls passing its gate (the fleet's rates, a 429's pause)."""
         for name, settings in self._settings.vendors.enabled().items():
             health = VendorHealth(name)
             self._health[name] = health
             fleet = FleetBuckets(self._open_ledger(resources))
             gate = CallGate(settings, fleet, self._clock, self._stop)
             pool = connections_for(settings.max_in_flight)
-            for kind, loop in (("dispatch", Dispatcher), ("poll", Poller)):
+            for kind, loop in vendor_loop_kinds(settings):
                 ledger = SharedLedger([self._open_ledger(resources) for _ in range(pool)])
                 for slot in range(1, settings.max_in_flight + 1):
                     parts = self._loop_parts(settings, health, gate, ledger, resources)

@@ -28,7 +28,6 @@ from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
-    Pace,
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
@@ -38,7 +37,6 @@ from consumer.vendors.base import (
     VendorError,
     unexpected,
     unknown_job_status,
-    unpaced,
 )
 from consumer.vendors.http import TokenAuth, VendorHttp, token_answer
 from consumer.vendors.registry import VendorEntry
@@ -114,7 +112,7 @@ class AcousticAdapter:
         self._http = http or VendorHttp(self.name, timeout_seconds=settings.timeout_seconds)
         self._auth = TokenAuth(self._fetch_token)
 
-    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
+    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
         """One call per database and `batch_size` lines. A group that fails does not lose
         the jobs other groups created: its items come back as outcomes (QUEUED to resend,
         FAILED if rejected; an unexpected exception is a retryable failure of its group)."""
@@ -124,7 +122,6 @@ class AcousticAdapter:
         calls = [(db, chunk) for db, group in groups.items() for chunk in self._chunks(group)]
         for database, group in calls:
             try:
-                pace()
                 jobs.append(self._submit_group(database, group))
             except VendorAuthError:
                 if not jobs:

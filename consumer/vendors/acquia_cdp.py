@@ -11,7 +11,7 @@ earliest `requested_at`). Acquia has no status API, so every answer is final at 
 time: ready or pending ids are ACCEPTED, not-found ids NOT_FOUND, ids it failed to accept
 are sent again (QUEUED). A 400 rejects the whole call, so the adapter bisects the batch
 until the rejected ids stand alone and fails only them; the extra calls are bounded by
-`MAX_CALLS_PER_SUBMIT`, and each goes through the dispatcher's rate limit (`pace`) like
+`MAX_CALLS_PER_SUBMIT`, and each passes the fleet-wide `CallGate` (in `VendorHttp`) like
 the first. `failOnNotFound=false` is sent so a batch of unknown ids gets a
 per-id answer; a 404 carrying Acquia's error body still means "none of these ids exist",
 while a bare 404 (a wrong base URL or path) is a configuration error, not NOT_FOUND.
@@ -36,7 +36,6 @@ from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
-    Pace,
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
@@ -44,7 +43,6 @@ from consumer.vendors.base import (
     VendorAuthError,
     VendorError,
     unexpected,
-    unpaced,
 )
 from consumer.vendors.http import TokenAuth, VendorHttp, token_answer, vendor_error_summary
 from consumer.vendors.registry import VendorEntry
@@ -111,9 +109,8 @@ class AcquiaCdpAdapter:
         # Session lifetime is unpublished: keep the session until Acquia refuses it (401).
         self._auth = TokenAuth(self._renew_session)
 
-    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
-        """Erase the batch's customer ids; every id gets its answer, each call at most 200,
-        `pace` called before each.
+    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
+        """Erase the batch's customer ids; every id gets its answer, each call at most 200.
 
         If a call fails after others were answered, the answered ids keep their outcome
         and the rest follow the error: resent (retryable), failed (rejected) or left for
@@ -123,7 +120,7 @@ class AcquiaCdpAdapter:
         groups, unsendable = self._groups(items)
         verdicts: dict[str, Verdict] = {}
         try:
-            self._erase_all(groups, verdicts, pace)
+            self._erase_all(groups, verdicts)
         except Exception as error:
             if not verdicts:
                 raise
@@ -138,7 +135,8 @@ class AcquiaCdpAdapter:
         return SubmitResult(outcomes=(*unsendable, *outcomes))
 
     def poll(self, job: DueJob) -> PollResult:
-        """Never needed: `submit` creates no jobs, because Acquia has no status API."""
+        """Never called: `submit` creates no jobs, because Acquia has no status API, so
+        its entry says `polls=False` and the worker starts no poll loops for it."""
         raise PermanentVendorError("acquia_cdp: no job status API; there is nothing to poll")
 
     def check(self) -> None:
@@ -223,7 +221,7 @@ class AcquiaCdpAdapter:
         return groups, unsendable
 
     def _erase_all(
-        self, groups: Mapping[str, list[WorkItem]], verdicts: dict[str, Verdict], pace: Pace
+        self, groups: Mapping[str, list[WorkItem]], verdicts: dict[str, Verdict]
     ) -> None:
         """Send every id, splitting a rejected call in halves (breadth first, so a 400 that
         is about the request rather than an id runs out of calls before failing anyone)."""
@@ -236,7 +234,6 @@ class AcquiaCdpAdapter:
                 verdicts.update(dict.fromkeys(ids, (Status.QUEUED, detail)))
                 continue
             calls += 1
-            pace()
             problem = self._erase(ids, groups, verdicts)
             if problem is None:
                 continue
@@ -378,4 +375,5 @@ VENDOR = VendorEntry(
     "acquia_cdp",
     AcquiaCdpSettings,
     adapter=lambda settings, http, _sleep: AcquiaCdpAdapter(settings, http),
+    polls=False,
 )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,11 +30,6 @@ from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 
 log = logging.getLogger(__name__)
-
-Pace = Callable[[], None]
-"""Called by an adapter right before each submission call: blocks until the vendor's
-`rate_per_second` allows one more call, and counts it. Dispatch passes its rate limiter's,
-so calls an adapter adds (Acquia's 400-bisection) are paced like the first."""
 
 _MAX_REPORTED_WORDS = 1000
 _reported_words: set[tuple[str, str]] = set()
@@ -67,10 +62,6 @@ def unexpected(where: str, error: BaseException) -> RetryableVendorError:
     """A retryable error standing for an unexpected exception. It names only the class:
     the exception's message may quote a vendor's answer or an identifier."""
     return RetryableVendorError(f"{where}: unexpected {type(error).__name__}")
-
-
-def unpaced() -> None:
-    """The `Pace` of callers that make one-off calls (tests, `check`): no rate limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +127,9 @@ def unknown_job_status(vendor: str, word: object) -> PollResult:
 class VendorAdapter(Protocol):
     name: str
 
-    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
-        """Send one batch (at most the vendor's batch size), calling `pace` before each
-        submission call. Blocks on HTTP; raises VendorError."""
+    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
+        """Send one batch (at most the vendor's batch size). Blocks on HTTP (each call
+        passes the fleet-wide `CallGate`, so the adapter does no pacing); raises VendorError."""
 
     def poll(self, job: DueJob) -> PollResult:
         """Ask the vendor about one job. Blocks on HTTP; raises VendorError."""

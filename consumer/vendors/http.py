@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Collection, Mapping
+from importlib.metadata import version
 from typing import Literal, Protocol, Self, TypeGuard
 
 import requests
@@ -46,7 +47,7 @@ from consumer.vendors.http_answers import (
     token_answer,
     vendor_error_summary,
 )
-from consumer.vendors.http_deadline import CallDeadlineExceeded, DeadlineAdapter, call_deadline
+from consumer.vendors.http_deadline import CallDeadlineExceeded, call_deadline
 from consumer.vendors.http_retry import (
     IDEMPOTENT_METHODS,
     Result,
@@ -56,6 +57,7 @@ from consumer.vendors.http_retry import (
     retry_after_seconds,
     retry_delay,
 )
+from consumer.vendors.http_session import VendorSession
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -84,7 +86,7 @@ Sleep = Callable[[float], object]  # e.g. time.sleep, or threading.Event.wait at
 Clock = Callable[[], float]
 """A monotonic reading in seconds, e.g. `SYSTEM_CLOCK.monotonic` (`consumer.clock`)."""
 
-USER_AGENT = f"erasure-worker/0.1.0 python-requests/{requests.__version__}"
+USER_AGENT = f"erasure-worker/{version('erasure-worker')} python-requests/{requests.__version__}"
 
 
 class CallGate(Protocol):
@@ -190,10 +192,7 @@ class VendorHttp:
         self._rand = rand
         self._clock = clock
         self._gate = gate
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = user_agent
-        for prefix in ("http://", "https://"):
-            self._session.mount(prefix, DeadlineAdapter())
+        self._session = VendorSession(user_agent)
 
     def call(
         self,

@@ -2,9 +2,10 @@
 
 A socket timeout bounds each read, not the exchange: a vendor dripping a byte a second
 keeps every read short and the exchange alive for as long as it likes (one poll took
-42 s with a 2 s timeout; an endless drip never ended). `call_deadline` starts a timer for
-one exchange; the connections of `DeadlineAdapter` hand their sockets to it, and it shuts
-them when the time is up, whatever phase the exchange is in.
+42 s with a 2 s timeout; an endless drip never ended). `call_deadline` sets an alarm for
+one exchange on the process's one watchdog thread (`consumer.vendors.http_watchdog`); the
+connections of `DeadlineAdapter` hand their sockets to it, and it shuts them when the time
+is up, whatever phase the exchange is in.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import requests.adapters
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from consumer.vendors.http_watchdog import WATCHDOG, Watchdog
+
 
 class CallDeadlineExceeded(requests.ReadTimeout):
     """The exchange was still going when `timeout_seconds` had passed (see `CallDeadline`)."""
@@ -32,20 +35,21 @@ class CallDeadline:
     A socket timeout bounds each read, not the exchange: a vendor dripping a byte a second
     keeps every read short and the exchange alive for as long as it likes (one poll took
     42 s with a 2 s timeout; an endless drip never ended). So the connections the exchange
-    uses hand their sockets to this deadline (see `_DeadlineConnection`), and a timer
-    shuts them when the time is up: the blocked read returns at once, the exchange fails,
-    and `VendorHttp` reports a timeout. A shut connection is never reused (urllib3 checks
-    a pooled connection before reusing it). Only connecting itself (TCP and the TLS
-    handshake) is bounded by the socket's connect timeout instead, which is no longer.
+    uses hand their sockets to this deadline (see `_DeadlineConnection`), and the shared
+    watchdog thread shuts them when the time is up: the blocked read returns at once, the
+    exchange fails, and `VendorHttp` reports a timeout. A shut connection is never reused
+    (urllib3 checks a pooled connection before reusing it). Only connecting itself (TCP
+    and the TLS handshake) is bounded by the socket's connect timeout instead, which is no
+    longer.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, watchdog: Watchdog = WATCHDOG) -> None:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._expired = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._over = False
+        self._watchdog = watchdog
+        self._alarm = watchdog.schedule(seconds, self._expire)
 
     @property
     def expired(self) -> bool:
@@ -64,10 +68,17 @@ class CallDeadline:
             _shut(sock)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        """The exchange is over: its sockets (back in the pool, perhaps reused by the next
+        exchange) must not be shut even if the watchdog is firing this deadline right now."""
+        self._watchdog.cancel(self._alarm)
+        with self._lock:
+            self._over = True
+            self._sockets.clear()
 
     def _expire(self) -> None:
         with self._lock:
+            if self._over:
+                return
             self._expired = True
             sockets, self._sockets = self._sockets, []
         for sock in sockets:

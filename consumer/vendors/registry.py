@@ -48,6 +48,8 @@ class VendorEntry(Generic[S]):
     `setup` is the vendor's one-time, idempotent preparation (`erasure-worker setup`): it
     returns what it did, as one line for the operator, or raises `VendorError`.
     `check_note` adds to `check`'s line what authenticating does not prove.
+    `polls` is False for a vendor whose adapter never creates jobs (every answer is final
+    at submit): the worker then starts no poll loops for it, which would only idle.
     """
 
     name: str
@@ -55,6 +57,7 @@ class VendorEntry(Generic[S]):
     adapter: Callable[[S, VendorHttp, Sleep], VendorAdapter]
     setup: Callable[[S], str] | None = None
     check_note: Callable[[S], str] | None = None
+    polls: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

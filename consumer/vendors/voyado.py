@@ -25,7 +25,6 @@ from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
-    Pace,
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
@@ -34,7 +33,6 @@ from consumer.vendors.base import (
     VendorAuthError,
     VendorError,
     unknown_job_status,
-    unpaced,
 )
 from consumer.vendors.http import VendorHttp, vendor_error_summary
 from consumer.vendors.registry import VendorEntry
@@ -85,7 +83,7 @@ class VoyadoAdapter:
         self._api_key = settings.api_key.get_secret_value()
         self._http = http or VendorHttp(self.name, timeout_seconds=settings.timeout_seconds)
 
-    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
+    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
         """One call (one job) per item, in order; config caps batches at one item anyway.
 
         A rejected item fails alone. After a failure that may pass later the rest are not
@@ -96,7 +94,7 @@ class VoyadoAdapter:
         failures: list[tuple[WorkItem, VendorError]] = []
         for item in items:
             try:
-                jobs.append(self._submit_one(item, pace))
+                jobs.append(self._submit_one(item))
             except VendorAuthError:
                 if not jobs:
                     raise
@@ -126,13 +124,12 @@ class VoyadoAdapter:
     def close(self) -> None:
         self._http.close()
 
-    def _submit_one(self, item: WorkItem, pace: Pace) -> SubmittedJob:
+    def _submit_one(self, item: WorkItem) -> SubmittedJob:
         expected = self._settings.identity_type
         if item.identity_type != expected:
             raise PermanentVendorError(
                 f"voyado submit: Voyado erases by {expected!r}, not {item.identity_type!r}"
             )
-        pace()
         response = self._http.call(
             "submit",
             "POST",

@@ -184,7 +184,7 @@ def test_deployment_runs_the_worker_with_probes_on_its_port(name: str) -> None:
 
 
 def test_image_defaults_to_the_projects_image_at_app_version() -> None:
-    assert container(rendered("defaults"))["image"] == "erasure-worker:0.1.0"
+    assert container(rendered("defaults"))["image"] == "erasure-worker:0.2.0"
     assert container(rendered("defaults"))["imagePullPolicy"] == "IfNotPresent"
     pinned = container(rendered("everything-on"))
     assert pinned["image"] == "registry.example.com/privacy/erasure-worker@sha256:" + "ab" * 32

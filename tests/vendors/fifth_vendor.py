@@ -21,14 +21,12 @@ from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
-    Pace,
     PermanentVendorError,
     PollResult,
     SubmitResult,
     SubmittedJob,
     VendorAuthError,
     unknown_job_status,
-    unpaced,
 )
 from consumer.vendors.http import TokenAuth, VendorHttp, token_answer
 from consumer.vendors.registry import VendorEntry
@@ -58,8 +56,7 @@ class FifthAdapter:
         self._http = http
         self._auth = TokenAuth(self._fetch_token)
 
-    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
-        pace()
+    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
         values = [item.identity_value for item in items]
         response = self._http.call(
             "submit",

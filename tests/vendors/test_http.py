@@ -35,6 +35,8 @@ from consumer.vendors.http import (
     retry_delay,
     vendor_error_summary,
 )
+from consumer.vendors.http_watchdog import WATCHDOG, Watchdog
+from tests.support.waiting import wait_until
 from tests.vendors.harness import vendor_calls
 
 VENDOR = "http_test"
@@ -527,3 +529,84 @@ def test_token_fetch_failure_propagates_without_calling(harness: Harness) -> Non
     with pytest.raises(VendorAuthError, match="refused"):
         harness.http.call("poll", "GET", f"{harness.base_url}/jobs/1", auth=TokenAuth(refuse))
     assert harness.seen == []
+
+
+# --------------------------------------------------------------------------- deadlines, environment
+
+
+class Fired:
+    """Records when each alarm's action ran, by the same clock the watchdog reads."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, float] = {}
+        self.lock = threading.Lock()
+
+    def action(self, number: int) -> Callable[[], None]:
+        def fire() -> None:
+            with self.lock:
+                self.at[number] = time.monotonic()
+
+        return fire
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.at)
+
+
+def test_one_watchdog_fires_many_concurrent_deadlines_in_order_never_early() -> None:
+    watchdog, fired = Watchdog(), Fired()
+    threads_before = threading.active_count()
+    start = time.monotonic() + 0.05
+    due = [start + (number * 37 % 300) / 2000 for number in range(300)]  # shuffled, 0.5 ms apart
+    for number, at in enumerate(due):
+        watchdog.schedule(at - time.monotonic(), fired.action(number))
+    assert threading.active_count() - threads_before <= 1  # the watchdog's one thread
+    wait_until(lambda: fired.count() == len(due), timeout=10, message="alarms fired")
+    assert all(fired.at[number] >= at for number, at in enumerate(due))
+    by_due = sorted(range(len(due)), key=due.__getitem__)
+    assert [fired.at[number] for number in by_due] == sorted(fired.at.values())
+    assert watchdog.pending() == 0
+
+
+def test_a_cancelled_deadline_never_fires_even_after_many_cancellations() -> None:
+    watchdog, fired = Watchdog(), Fired()
+    alarms = [watchdog.schedule(0.05, fired.action(number)) for number in range(200)]
+    # Far-off alarms cancelled in bulk make the heap rebuild itself without them.
+    far = [watchdog.schedule(600.0, fired.action(1000 + number)) for number in range(500)]
+    for alarm in alarms[::2] + far:
+        watchdog.cancel(alarm)
+    watchdog.schedule(0.15, fired.action(-1))
+    wait_until(lambda: -1 in fired.at, timeout=10, message="the last alarm fired")
+    assert sorted(fired.at) == [-1, *range(1, 200, 2)]
+    assert watchdog.pending() == 0
+
+
+def test_calls_start_no_thread_of_their_own(harness: Harness) -> None:
+    url = f"{harness.base_url}/jobs/1"
+    harness.http.call("poll", "GET", url)  # the connection (and its server thread) exists now
+    started: list[str] = []
+
+    def note_thread(frame: object, event: str, arg: object) -> None:
+        started.append(threading.current_thread().name)
+
+    threading.settrace(note_thread)
+    try:
+        for _ in range(30):
+            harness.http.call("poll", "GET", url)
+    finally:
+        threading.settrace(None)
+    assert [name for name in started if "process_request_thread" not in name] == []
+    assert WATCHDOG.pending() == 0  # every call's deadline was cancelled, none left behind
+
+
+def test_a_proxy_from_the_environment_is_used_on_every_call(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", harness.base_url)
+    monkeypatch.setenv("NO_PROXY", "direct.invalid")
+    with VendorHttp(VENDOR, timeout_seconds=2.0, sleep=harness.sleeps.append) as http:
+        for _ in range(2):
+            assert http.call("poll", "GET", "http://vendor.invalid/jobs/1").status_code == 200
+        with pytest.raises(RetryableVendorError, match="connection failed"):
+            http.call("poll", "GET", "http://direct.invalid/jobs/1")
+    assert [seen.path for seen in harness.seen] == ["http://vendor.invalid/jobs/1"] * 2

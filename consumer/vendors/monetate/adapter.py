@@ -17,7 +17,6 @@ from consumer.ledger.records import DueJob, WorkItem
 from consumer.model import Status
 from consumer.vendors.base import (
     ItemOutcome,
-    Pace,
     PermanentVendorError,
     PollResult,
     RetryableVendorError,
@@ -25,7 +24,6 @@ from consumer.vendors.base import (
     SubmittedJob,
     VendorAuthError,
     shown_status_word,
-    unpaced,
 )
 from consumer.vendors.http import Sleep, TokenAuth, VendorHttp, token_answer
 from consumer.vendors.monetate.settings import STATUS_CHECKS_PER_POLL, MonetateSettings
@@ -119,7 +117,7 @@ class MonetateAdapter:
 
     # ----------------------------------------------------------------- submit
 
-    def submit(self, items: Sequence[WorkItem], pace: Pace = unpaced) -> SubmitResult:
+    def submit(self, items: Sequence[WorkItem]) -> SubmitResult:
         """Upload the batch as one call; items Monetate would reject fail without a call.
 
         The upload is followed as jobs of at most `status_checks_per_poll` customer ids
@@ -134,7 +132,6 @@ class MonetateAdapter:
         )
         if not sendable:
             return SubmitResult(outcomes=unsendable)
-        pace()
         response = self._http.call(
             "submit",
             "POST",
