@@ -32,9 +32,7 @@ class NewRequest:
     request: ErasureRequest
     items: tuple[ItemPlan, ...]
     skipped: tuple[tuple[str, str], ...]  # (vendor, detail)
-    # The legal deadline, from the configured `deadlines` (`Deadlines.due_date`); None: the
-    # contract's default days for the request's regulation.
-    due_at: datetime | None = None
+    due_at: datetime  # the legal deadline, from the configured `deadlines` (`Deadlines.due_date`)
 
 
 @dataclass(frozen=True, slots=True)

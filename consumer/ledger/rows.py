@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from consumer.ledger.deadlines import DEFAULT_DEADLINES
 from consumer.ledger.records import NewRequest
 from consumer.ledger.rollup import (
     is_forward,
@@ -192,7 +191,6 @@ def plan_records(batch: Sequence[NewRequest], now: datetime, to_db: ToDb) -> Rec
             finished_at = at
             detail = bounded_detail(final[1])
             events.append((next_id(), rid, None, request_status, _RECEIVED, None, at, detail))
-        due_at = new.due_at or DEFAULT_DEADLINES.due_date(req.regulation, req.requested_at)
         requests.append(
             (
                 rid,
@@ -202,7 +200,7 @@ def plan_records(batch: Sequence[NewRequest], now: datetime, to_db: ToDb) -> Rec
                 req.source,
                 req.trace_id,
                 request_status,
-                to_db(due_at),
+                to_db(new.due_at),
                 finished_at,
             )
         )

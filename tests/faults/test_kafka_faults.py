@@ -42,6 +42,7 @@ from consumer.kafka.codec import (
     decode_status_event,
 )
 from consumer.ledger import Ledger, open_ledger
+from consumer.ledger.deadlines import DEFAULT_DEADLINES
 from consumer.ledger.postgres import PostgresLedger
 from consumer.ledger.records import NewRequest, RecordResult
 from consumer.model import ErasureRequest, Status
@@ -339,7 +340,13 @@ def test_an_undeliverable_status_event_does_not_hold_back_the_rest(
     # A request naming a 3,000-character vendor (the codec refuses such names now; the
     # outbox must not rely on that): its SKIPPED event names the vendor and is too large.
     huge = a_request(vendors=("v" * 3000,))
-    wordy = NewRequest(a_request(), items=(), skipped=(("braze", "why " * 2000),))
+    wordy_request = a_request()
+    wordy = NewRequest(
+        wordy_request,
+        items=(),
+        skipped=(("braze", "why " * 2000),),
+        due_at=DEFAULT_DEADLINES.due_date(wordy_request.regulation, wordy_request.requested_at),
+    )
     plans = [plan_request(a_request(), ENABLED), plan_request(huge, ENABLED), wordy]
     plans.append(plan_request(a_request(), ENABLED))
     ledger.record_requests(plans, datetime.now(UTC))

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.ledger import Ledger, LedgerUnavailable, open_ledger, sqlite
+from consumer.ledger.deadlines import DEFAULT_DEADLINES
 from consumer.ledger.migrations import migrations
 from consumer.ledger.records import (
     Change,
@@ -46,6 +47,10 @@ BLINK_SECONDS = 0.2
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+def due(request: ErasureRequest) -> datetime:
+    return DEFAULT_DEADLINES.due_date(request.regulation, request.requested_at)
 
 
 def new_request(
@@ -75,7 +80,7 @@ def new_request(
         "test",
         None,
     )
-    return NewRequest(request, items, tuple(skipped))
+    return NewRequest(request, items, tuple(skipped), due(request))
 
 
 def record(ledger: Ledger, *requests: NewRequest, now: datetime = T0) -> None:
@@ -455,7 +460,8 @@ def test_roll_up_follows_the_status_rules_through_any_changes(
         for v, count in zip(vendors, shape, strict=True)
         for n in range(count)
     )
-    new = NewRequest(new_request().request, plans, ())
+    request = new_request().request
+    new = NewRequest(request, plans, (), due(request))
     record(ledger, new)
     rid = new.request.request_id
     items = [i for v in vendors for i in claim(ledger, v, limit=10_000) if i.request_id == rid]

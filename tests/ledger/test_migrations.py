@@ -11,7 +11,7 @@ from consumer.ledger.backend import SqlBackend
 from consumer.ledger.migrations import migrations
 
 
-def applied_versions(ledger: Ledger) -> list[int]:
+def applied_versions(ledger: object) -> list[int]:
     assert isinstance(ledger, SqlBackend)
     with ledger._transaction(write=False) as tx:
         return [version for (version,) in tx.rows("SELECT version FROM schema_migrations")]
@@ -26,18 +26,24 @@ def test_every_migration_is_recorded_once_in_order(open_ledgers: Callable[[], Le
     assert sorted(applied_versions(ledger)) == versions
 
 
+def as_before_numbered_migrations(ledger: Ledger) -> SqlBackend:
+    """`ledger` given version 1's tables only, and no schema_migrations: a ledger as a worker
+    of a release before numbered migrations left it."""
+    assert isinstance(ledger, SqlBackend)
+    with ledger._transaction(write=True) as tx:
+        for statement in migrations(ledger.dialect)[0].statements:
+            tx.rows(statement)
+    return ledger
+
+
 def test_a_ledger_made_before_numbered_migrations_is_adopted(
     open_ledgers: Callable[[], Ledger],
 ) -> None:
     """A ledger from before numbered migrations has version 1's tables and no
     schema_migrations: the first migration (IF NOT EXISTS) adopts it without losing a row,
     and the later ones are applied on top."""
-    ledger = open_ledgers()
-    assert isinstance(ledger, SqlBackend)
-    first = migrations(ledger.dialect)[0]
+    ledger = as_before_numbered_migrations(open_ledgers())
     with ledger._transaction(write=True) as tx:
-        for statement in first.statements:
-            tx.rows(statement)
         tx.rows(
             "INSERT INTO leases (name, owner, until) VALUES ('kept', 'me', ?)",
             (ledger._to_db(datetime.now(UTC)),),

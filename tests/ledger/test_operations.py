@@ -242,7 +242,9 @@ def test_the_one_way_back_is_for_a_failed_request_with_an_open_scope_only() -> N
 def with_regulation(
     new: NewRequest, regulation: Regulation, due_at: datetime | None = None
 ) -> NewRequest:
-    return replace(new, request=replace(new.request, regulation=regulation), due_at=due_at)
+    """`new` under another regulation, due when given or else when that regulation says."""
+    due = due_at or DEFAULT_DEADLINES.due_date(regulation, new.request.requested_at)
+    return replace(new, request=replace(new.request, regulation=regulation), due_at=due)
 
 
 def test_the_due_date_is_stored_with_the_request(ledger: Ledger) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from consumer.cli import main
 from consumer.ledger import Ledger
-from consumer.ledger.backend import SqlBackend
 from consumer.ledger.migrations import migrations
+from tests.ledger.test_migrations import as_before_numbered_migrations
 from tests.ops.test_report import write_config
 
 
@@ -31,12 +31,7 @@ def test_a_ledger_behind_this_version_is_refused_in_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A ledger at schema version 1 (as a worker of an older release left it)."""
-    ledger = open_ledgers()
-    assert isinstance(ledger, SqlBackend)
-    first = migrations(ledger.dialect)[0]
-    with ledger._transaction(write=True) as tx:
-        for statement in first.statements:
-            tx.rows(statement)
+    ledger = as_before_numbered_migrations(open_ledgers())
     config = write_config(tmp_path, ledger_url)
     assert main([command[0], "--config", config, *command[1:]]) == 1
     err = capsys.readouterr().err

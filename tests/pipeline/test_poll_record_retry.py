@@ -22,7 +22,7 @@ from consumer.ledger import sqlite as sqlite_ledger
 from consumer.model import Status
 from devtools.sandbox.acoustic import AcousticSandbox
 from devtools.sandbox.server import Fault
-from tests.support.vendor_rig import VendorRig
+from tests.support.vendor_rig import VendorRig, acoustic_sandbox
 from tests.support.waiting import wait_until
 from tests.vendors.harness_acoustic import DATABASE as DB
 from tests.vendors.harness_acoustic import Harness
@@ -42,8 +42,7 @@ SETTINGS: dict[str, object] = {
 
 @pytest.fixture
 def sandbox() -> Iterator[AcousticSandbox]:
-    with AcousticSandbox(job_start_after_seconds=0.01, job_duration_seconds=0.03) as sandbox:
-        sandbox.add_database(DB, lookup_fields=("EMAIL",))
+    with acoustic_sandbox(0.01, 0.03) as sandbox:
         sandbox.add_contact(DB, {"EMAIL": "known@example.com"})
         yield sandbox
 

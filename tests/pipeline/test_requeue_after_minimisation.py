@@ -14,26 +14,17 @@ from consumer.ledger.records import OperatorAction, RequeueFilter
 from consumer.model import Status
 from devtools.sandbox.acoustic import AcousticSandbox
 from devtools.sandbox.server import Fault
-from tests.support.vendor_rig import VendorRig
+from tests.support.vendor_rig import ACOUSTIC_RIG_SETTINGS, VendorRig, acoustic_sandbox
 from tests.vendors.harness_acoustic import DATABASE as DB
 from tests.vendors.harness_acoustic import Harness
 
 KEY = b"retention hash key for the test"
-SETTINGS: dict[str, object] = {
-    "batch_size": 100,
-    "flush_interval_seconds": 30,
-    "first_poll_after_seconds": 10,
-    "poll_interval_seconds": 60,
-    "rate_per_second": 1000,
-    "max_attempts": 1,
-    "timeout_seconds": 2,
-}
+SETTINGS = ACOUSTIC_RIG_SETTINGS | {"max_attempts": 1}
 
 
 @pytest.fixture
 def sandbox() -> Iterator[AcousticSandbox]:
-    with AcousticSandbox(job_start_after_seconds=0.02, job_duration_seconds=0.05) as sandbox:
-        sandbox.add_database(DB, lookup_fields=("EMAIL",))
+    with acoustic_sandbox() as sandbox:
         yield sandbox
 
 

@@ -14,8 +14,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from contextlib import closing
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,36 @@ from consumer.pipeline.fanout import plan_request
 from consumer.pipeline.poller import Poller
 from consumer.pipeline.vendor_loop import VendorLoopParts
 from consumer.runtime.vendor_health import VendorHealth
+from devtools.sandbox.acoustic import AcousticSandbox
 from devtools.sandbox.server import Sandbox
 from tests.support.clock import ManualClock
 from tests.support.waiting import wait_until
 from tests.vendors.harness import RecordedSleeps, VendorHarness
+from tests.vendors.harness_acoustic import DATABASE as ACOUSTIC_DB
+
+#: Acoustic settings the pipeline rigs start from: nothing flushes or polls until the test
+#: moves the clock, and neither the rate nor the timeout is what a test waits on.
+ACOUSTIC_RIG_SETTINGS: dict[str, object] = {
+    "batch_size": 100,
+    "flush_interval_seconds": 30,
+    "first_poll_after_seconds": 10,
+    "poll_interval_seconds": 60,
+    "rate_per_second": 1000,
+    "max_attempts": 3,
+    "timeout_seconds": 2,
+}
+
+
+@contextmanager
+def acoustic_sandbox(
+    job_start_after_seconds: float = 0.02, job_duration_seconds: float = 0.05
+) -> Iterator[AcousticSandbox]:
+    """An Acoustic sandbox with the harness's database (EMAIL lookup), on fast job times."""
+    with AcousticSandbox(
+        job_start_after_seconds=job_start_after_seconds, job_duration_seconds=job_duration_seconds
+    ) as sandbox:
+        sandbox.add_database(ACOUSTIC_DB, lookup_fields=("EMAIL",))
+        yield sandbox
 
 
 class VendorRig:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from consumer.vendors.base import (
     VendorAdapter,
 )
 from devtools.sandbox.server import Sandbox
+from tests.support.waiting import wait_until
 
 SandboxT = TypeVar("SandboxT", bound=Sandbox)
 AdapterT = TypeVar("AdapterT", bound=VendorAdapter)
@@ -97,18 +97,20 @@ def poll_until_closed(adapter: VendorAdapter, job: DueJob, timeout: float = 5.0)
     """Poll as the poller does (items the vendor settled leave the job) until the vendor
     closes the job; the result carries every outcome seen. A deadline, not a fixed wait:
     the sandboxes' fast clocks run in real time between polls."""
-    deadline = time.monotonic() + timeout
     settled: dict[int, ItemOutcome] = {}
-    while True:
-        result = adapter.poll(job)
+    open_job = [job]
+
+    def closed() -> PollResult | None:
+        result = adapter.poll(open_job[0])
         settled.update((outcome.item_id, outcome) for outcome in result.outcomes)
         if result.job_status.is_terminal:
             return PollResult(result.job_status, tuple(settled.values()), result.detail)
-        job = dataclasses.replace(
-            job, items=tuple(i for i in job.items if i.item_id not in settled)
+        open_job[0] = dataclasses.replace(
+            open_job[0], items=tuple(i for i in open_job[0].items if i.item_id not in settled)
         )
-        assert time.monotonic() < deadline, f"job {job.vendor_job_id} did not close in {timeout}s"
-        time.sleep(0.01)
+        return None
+
+    return wait_until(closed, timeout, f"job {job.vendor_job_id} did not close", interval=0.01)
 
 
 @dataclass(frozen=True)

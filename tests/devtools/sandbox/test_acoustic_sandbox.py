@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from devtools.sandbox.acoustic import AcousticSandbox
 from devtools.sandbox.acoustic_wire import ErasureCsvError, parse_erasure_csv
 from devtools.sandbox.server import Fault, parse_json_body
+from tests.support.waiting import wait_until
 
 DB = 10091
 CSV_TYPE = "text/csv;charset=UTF-8"
@@ -33,14 +34,7 @@ T = TypeVar("T")
 
 def wait_for(condition: Callable[[], T | None], timeout: float = 5.0) -> T:
     """Poll ``condition`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.005)
+    return wait_until(condition, timeout, "condition not met before the deadline", interval=0.005)
 
 
 def token_form(**overrides: str) -> dict[str, str]:
