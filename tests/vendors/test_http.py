@@ -36,6 +36,7 @@ from consumer.vendors.http import (
     vendor_error_summary,
 )
 from consumer.vendors.http_watchdog import WATCHDOG, Watchdog
+from tests.support.clock import ManualClock
 from tests.support.waiting import wait_until
 from tests.vendors.harness import vendor_calls
 
@@ -535,16 +536,19 @@ def test_token_fetch_failure_propagates_without_calling(harness: Harness) -> Non
 
 
 class Fired:
-    """Records when each alarm's action ran, by the same clock the watchdog reads."""
+    """Records when each alarm's action ran, by the clock the watchdog reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.at: dict[int, float] = {}
+        self.order: list[int] = []
         self.lock = threading.Lock()
+        self.clock = clock
 
     def action(self, number: int) -> Callable[[], None]:
         def fire() -> None:
             with self.lock:
-                self.at[number] = time.monotonic()
+                self.at[number] = self.clock()
+                self.order.append(number)
 
         return fire
 
@@ -554,28 +558,40 @@ class Fired:
 
 
 def test_one_watchdog_fires_many_concurrent_deadlines_in_order_never_early() -> None:
-    watchdog, fired = Watchdog(), Fired()
+    # A still clock moved by the test: no alarm falls due while others are still being
+    # scheduled, however slow the machine, so order and earliness are exact.
+    clock = ManualClock()
+    watchdog, fired = Watchdog(clock.monotonic), Fired(clock.monotonic)
     threads_before = threading.active_count()
-    start = time.monotonic() + 0.05
-    due = [start + (number * 37 % 300) / 2000 for number in range(300)]  # shuffled, 0.5 ms apart
-    for number, at in enumerate(due):
-        watchdog.schedule(at - time.monotonic(), fired.action(number))
+    offsets = [0.05 + (number * 37 % 300) / 2000 for number in range(300)]  # shuffled, 0.5 ms apart
+    due = [clock.monotonic() + offset for offset in offsets]
+    for number, offset in enumerate(offsets):
+        watchdog.schedule(offset, fired.action(number))
     assert threading.active_count() - threads_before <= 1  # the watchdog's one thread
-    wait_until(lambda: fired.count() == len(due), timeout=10, message="alarms fired")
+    for step in (0.1, 0.1, 0.1):
+        clock.advance(step)
+        now = clock.monotonic()
+        expected = sum(at <= now for at in due)
+        wait_until(lambda: fired.count() >= expected, timeout=10, message="due alarms fired")  # noqa: B023
+        assert fired.count() == expected  # none before its time
     assert all(fired.at[number] >= at for number, at in enumerate(due))
-    by_due = sorted(range(len(due)), key=due.__getitem__)
-    assert [fired.at[number] for number in by_due] == sorted(fired.at.values())
+    assert fired.order == sorted(range(len(due)), key=due.__getitem__)
     assert watchdog.pending() == 0
 
 
 def test_a_cancelled_deadline_never_fires_even_after_many_cancellations() -> None:
-    watchdog, fired = Watchdog(), Fired()
+    # The watchdog's clock stands still while alarms are scheduled and cancelled, so none can
+    # fall due before its cancellation however slow the machine; then it jumps past them all.
+    clock = ManualClock()
+    watchdog, fired = Watchdog(clock.monotonic), Fired(clock.monotonic)
     alarms = [watchdog.schedule(0.05, fired.action(number)) for number in range(200)]
     # Far-off alarms cancelled in bulk make the heap rebuild itself without them.
     far = [watchdog.schedule(600.0, fired.action(1000 + number)) for number in range(500)]
     for alarm in alarms[::2] + far:
         watchdog.cancel(alarm)
-    watchdog.schedule(0.15, fired.action(-1))
+    assert fired.count() == 0
+    clock.advance(1.0)
+    watchdog.schedule(0.0, fired.action(-1))
     wait_until(lambda: -1 in fired.at, timeout=10, message="the last alarm fired")
     assert sorted(fired.at) == [-1, *range(1, 200, 2)]
     assert watchdog.pending() == 0
