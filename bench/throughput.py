@@ -4,9 +4,10 @@ allowed when every vendor answers in ~150 ms, alone and as a fleet?
     python -m bench.throughput [--requests 2000] [--latency-ms 150] [--job-seconds 1]
                                [--runs sqlite:1,postgresql:1,postgresql:3]
 
-Each run: the four vendor sandboxes, fresh, answering every call `--latency-ms` late (the
-Monetate one refusing with 429 status checks faster than the configured status rate, with
-room for one early call); a fresh Tansu topic and consumer group; a fresh ledger (a SQLite
+Each run: the four vendor sandboxes, fresh, each in its own process
+(`bench.sandbox_processes`), answering every call `--latency-ms` late (the Monetate one
+refusing with 429 status checks faster than the configured status rate, with room for one
+early call); a fresh Tansu topic and consumer group; a fresh ledger (a SQLite
 file, or a new database in a private PostgreSQL cluster); then `erasure-worker run` as N
 real processes on that ledger. Once every worker is ready, `--requests` requests (every
 subject with an email, every second a Voyado customer key, every fourth a customer id for
@@ -33,14 +34,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.sandbox_processes import SandboxProcess
 from bench.throughput_stats import Operation, figures
 from consumer.kafka.codec import decode_status_event
 from consumer.model import ErasureRequest
 from devtools import devstack
 from devtools.devstack import Topics, create_worker_topics
-from devtools.sandbox.fleet import MEMBERS, MONETATE_DATASET, vendor_section
-from devtools.sandbox.monetate import MonetateSandbox
-from devtools.sandbox.server import Sandbox
+from devtools.sandbox.fleet import MEMBERS, MONETATE_DATASET
 from tests.support import pg
 from tests.support.contract import TERMINAL
 from tests.support.http import http_get
@@ -78,21 +78,14 @@ PG_OPTIONS = (*pg.FAST_OPTIONS, "-c max_connections=200")
 
 
 @contextlib.contextmanager
-def sandboxes(latency: float, job_seconds: float) -> Iterator[dict[str, Sandbox]]:
-    """Every vendor's sandbox, started and set up, answering `latency` late."""
-    boxes: dict[str, Sandbox] = {
-        name: member.build(job_seconds) for name, member in MEMBERS.items() if name != "monetate"
-    }
-    boxes["monetate"] = MonetateSandbox(
-        deletion_delay_seconds=job_seconds,
-        data_get_rate_per_second=VENDORS["monetate"]["status_rate_per_second"],
-        data_get_burst=2,
-    )
+def sandboxes(latency: float, job_seconds: float) -> Iterator[dict[str, SandboxProcess]]:
+    """Every vendor's sandbox, each in its own process, started and set up, answering
+    `latency` late."""
+    rate = VENDORS["monetate"]["status_rate_per_second"]
+    boxes: dict[str, SandboxProcess] = {}
     try:
-        for name, box in boxes.items():
-            box.start()
-            MEMBERS[name].prepare(box, True)
-            box.set_latency(latency)
+        for name in MEMBERS:
+            boxes[name] = SandboxProcess(name, job_seconds, latency, rate)
         yield boxes
     finally:
         for box in boxes.values():
@@ -116,10 +109,15 @@ def per_process(settings: Mapping[str, Any], processes: int) -> dict[str, Any]:
 
 
 def start_workers(
-    count: int, work: Path, bootstrap: str, topics: Topics, url: str, boxes: Mapping[str, Sandbox]
+    count: int,
+    work: Path,
+    bootstrap: str,
+    topics: Topics,
+    url: str,
+    boxes: Mapping[str, SandboxProcess],
 ) -> list[Any]:
     vendors = {
-        name: vendor_section(name, box, {**COMMON, **per_process(VENDORS[name], count)})
+        name: box.section({**COMMON, **per_process(VENDORS[name], count)})
         for name, box in boxes.items()
     }
     workers = []
@@ -180,11 +178,8 @@ def run(
         sandboxes(args.latency_ms / 1000, args.job_seconds) as boxes,
         tempfile.TemporaryDirectory() as work,
     ):
-        for identity in samples.known:
-            for name, box in boxes.items():
-                seed = MEMBERS[name].seeds.get(identity.type)
-                if seed is not None:
-                    seed(box, identity.value)
+        for box in boxes.values():
+            box.seed([(identity.type, identity.value) for identity in samples.known])
         workers = start_workers(processes, Path(work), bootstrap, topics, url, boxes)
         reader = TopicReader(bootstrap, topics.status)
         try:
@@ -195,7 +190,8 @@ def run(
         finally:
             for process in workers:
                 devstack.stop_worker(process)
-        figs = [figures(op, boxes[op.vendor].calls) for op in OPERATIONS]
+        logs = {name: box.calls() for name, box in boxes.items()}
+        figs = [figures(op, logs[op.vendor]) for op in OPERATIONS]
     floor = max(fig.floor_seconds for fig in figs)
     status = next(fig for fig in figs if fig.vendor == "monetate" and fig.name == "status")
     return {

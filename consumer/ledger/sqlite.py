@@ -1,8 +1,11 @@
 """The SQLite ledger: one file, for a single worker process (its loops each open their own).
 
-WAL lets readers work while a loop writes; `BEGIN IMMEDIATE` takes the write lock up front,
-so a write transaction never fails half-way on a lock upgrade, and writers wait up to the
-busy timeout for each other. synchronous=FULL: ingest commits Kafka offsets right after the
+WAL lets readers work while a loop writes: each ledger object reads on a connection of its
+own. Writes go through the process's one writer for the file (`sqlite_writer`), which
+group-commits them: one fsync for the loops that wrote at the same moment. Its
+`BEGIN IMMEDIATE` takes the write lock up front, so a write transaction never fails
+half-way on a lock upgrade, and other processes (operator commands) wait up to the busy
+timeout for it. synchronous=FULL: ingest commits Kafka offsets right after the
 ledger transaction, so a transaction lost on a power cut would be a request lost for good;
 batching makes the extra fsync per transaction cheap.
 
@@ -31,6 +34,7 @@ from consumer.ledger.backend import Tx, utc
 from consumer.ledger.protocol import LedgerRejected, LedgerUnavailable
 from consumer.ledger.rows import Row
 from consumer.ledger.sql import SqlLedger
+from consumer.ledger.sqlite_writer import FileWriter, release, writer_for
 
 BUSY_TIMEOUT_SECONDS = 5.0
 # How long `ping` waits for the write lock: well within a readiness probe's timeout, and
@@ -140,6 +144,7 @@ class SqliteLedger(SqlLedger):
     def __init__(self, path: str) -> None:
         self._path = path
         self._conn: sqlite3.Connection | None = None
+        self._writer: FileWriter | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -148,9 +153,13 @@ class SqliteLedger(SqlLedger):
 
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[_SqliteTx]:
+        if write:
+            with self._written(BUSY_TIMEOUT_SECONDS) as tx:
+                yield tx
+            return
         with _translated_errors():
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            conn.execute("BEGIN")
             try:
                 yield _SqliteTx(conn)
                 conn.execute("COMMIT")
@@ -158,6 +167,14 @@ class SqliteLedger(SqlLedger):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def _written(self, wait_seconds: float) -> Iterator[_SqliteTx]:
+        """A write transaction through the process's writer for this file."""
+        if self._writer is None:
+            self._writer = writer_for(self._path, lambda: _connect(self._path))
+        with _translated_errors(), self._writer.transaction(wait_seconds) as conn:
+            yield _SqliteTx(conn)
 
     def _to_db(self, moment: datetime) -> int:
         # Aware datetimes subtract exactly whatever their zone; no conversion to UTC first.
@@ -181,14 +198,8 @@ class SqliteLedger(SqlLedger):
         """Take the write lock and give it back, waiting at most PING_WAIT_SECONDS: a file
         that another process keeps locked still answers reads, yet the worker can record
         nothing in it, so it must not look ready."""
-        with _translated_errors():
-            conn = self._connection()
-            conn.execute(f"PRAGMA busy_timeout = {int(PING_WAIT_SECONDS * 1000)}")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute("ROLLBACK")
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        with self._written(PING_WAIT_SECONDS):
+            pass
 
     def scrub(self) -> bool:
         """Copy the WAL into the file and truncate it: the WAL still holds the page images
@@ -202,3 +213,6 @@ class SqliteLedger(SqlLedger):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._writer is not None:
+            release(self._path, self._writer)
+            self._writer = None

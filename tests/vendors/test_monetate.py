@@ -9,6 +9,7 @@ test_in_flight.py); these adapters have none.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -32,8 +33,8 @@ from consumer.vendors.base import (
     SubmittedJob,
     VendorAuthError,
 )
-from consumer.vendors.monetate import MonetateAdapter, MonetateSettings
-from consumer.vendors.monetate.wire import iso_utc, schema_rows, token_lifetime
+from consumer.vendors.monetate import MonetateAdapter, MonetateSettings, wire
+from consumer.vendors.monetate.wire import iso_utc, load_signing_key, schema_rows, token_lifetime
 from devtools.sandbox.monetate import MonetateSandbox, sandbox_keys
 from devtools.sandbox.monetate_wire import is_iso8601
 from devtools.sandbox.server import Fault, Request, Response, json_response
@@ -371,6 +372,32 @@ def test_refused_or_unusable_credentials(
         sandbox.stop()
     assert "BEGIN" not in str(raised.value)
     assert built.count(DATA) == 0
+
+
+def test_the_signing_key_is_parsed_once_for_all_call_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    private = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    parsed: list[bytes] = []
+
+    def counting(data: bytes, password: None) -> object:
+        parsed.append(data)
+        return serialization.load_pem_private_key(data, password)
+
+    monkeypatch.setattr(wire, "load_pem_private_key", counting)
+    keys: list[object] = []
+    slots = [
+        threading.Thread(target=lambda: keys.append(load_signing_key(private))) for _ in range(8)
+    ]
+    for slot in slots:
+        slot.start()
+    for slot in slots:
+        slot.join()
+    assert len(parsed) == 1 and len(keys) == 8 and all(key is keys[0] for key in keys)
+    for _ in range(2):  # a key that cannot be used is not remembered: each try says so
+        with pytest.raises(VendorAuthError, match="not an unencrypted RSA PEM key"):
+            load_signing_key("not a key")
+    assert len(parsed) == 3
 
 
 def test_a_key_the_vendor_does_not_know_is_refused(keys: Keys) -> None:

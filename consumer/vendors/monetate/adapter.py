@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from urllib.parse import quote
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-
 from consumer.backoff import Random
 from consumer.clock import SYSTEM_CLOCK
 from consumer.ledger.records import DueJob, WorkItem
@@ -75,7 +73,6 @@ class MonetateAdapter:
             self.name, timeout_seconds=settings.timeout_seconds, sleep=sleep
         )
         self._auth = TokenAuth(self._fetch_token, scheme="Token")
-        self._signing_key: RSAPrivateKey | None = None
         self._rand = rand
         self._checks_per_poll = status_checks_per_poll
         shortname = quote(settings.shortname, safe="")
@@ -245,10 +242,10 @@ class MonetateAdapter:
         self._http.close()
 
     def _fetch_token(self) -> tuple[str, float]:
-        if self._signing_key is None:  # parsed once: loading an RSA key takes ~50 ms
-            self._signing_key = load_signing_key(self._settings.private_key.get_secret_value())
         assertion = signed_jwt(
-            self._signing_key, self._settings.api_username, SYSTEM_CLOCK.now().timestamp()
+            load_signing_key(self._settings.private_key.get_secret_value()),
+            self._settings.api_username,
+            SYSTEM_CLOCK.now().timestamp(),
         )
         response = self._http.call(
             "auth",

@@ -3,6 +3,8 @@ the `{"meta": {"errors"}, "data"}` envelope every answer comes in. No state, no 
 
 from __future__ import annotations
 
+import functools
+import threading
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -22,7 +24,20 @@ TOKEN_TTL_SECONDS = 3600
 
 
 def load_signing_key(private_key_pem: str) -> RSAPrivateKey:
-    """The API user's RSA key; a key we cannot use is an auth problem (calls stop)."""
+    """The API user's RSA key; a key we cannot use is an auth problem (calls stop).
+
+    Parsed once per process: loading checks the key (about 50 ms of CPU), and every call
+    slot of the worker has its own adapter, so each would pay it again at the same moment.
+    """
+    with _KEY_LOCK:
+        return _parsed_key(private_key_pem)
+
+
+_KEY_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed_key(private_key_pem: str) -> RSAPrivateKey:
     try:
         key = load_pem_private_key(private_key_pem.encode("utf-8"), password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
