@@ -89,6 +89,10 @@ class Ledger(Protocol):
         of a worker that died are sent again after the lease.
         """
 
+    def next_poll_due(self, vendor: str) -> datetime | None:
+        """When the vendor's next open job not leased to anyone falls due for a poll (it
+        may have passed), or None if no job waits: how long an idle poller may sleep."""
+
     def claim_due_jobs(
         self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
     ) -> list[DueJob]:

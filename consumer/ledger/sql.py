@@ -171,6 +171,15 @@ class SqlLedger(
             self._lease(tx, "items", "item_id", ids, owner, lease_until - now)
         return [self._work_item(row) for row in rows]
 
+    def next_poll_due(self, vendor: str) -> datetime | None:
+        sql = (
+            "SELECT min(next_poll_at) FROM jobs WHERE vendor = ? AND next_poll_at IS NOT NULL"
+            f" AND (lease_until IS NULL OR lease_until <= {self.db_now})"
+        )
+        with self._transaction(write=False) as tx:
+            ((due,),) = tx.rows(sql, (vendor,))
+        return None if due is None else self._from_db(due)
+
     def claim_due_jobs(
         self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
     ) -> list[DueJob]:

@@ -31,6 +31,10 @@ from consumer.vendors.base import (
 )
 
 IDLE_WAIT_SECONDS = 1.0
+"""Longest an idle poller sleeps: other replicas' new jobs are noticed within it."""
+SOON_SECONDS = 0.05
+"""Least an idle poller sleeps, when the next job is due already (another slot is about to
+claim it): no loop of empty claims."""
 
 
 class Poller(VendorLoop):
@@ -48,7 +52,7 @@ class Poller(VendorLoop):
         lease = timedelta(seconds=lease_seconds(self._settings, self._settings.calls_per_poll))
         jobs = self._ledger.claim_due_jobs(self.vendor, now, 1, self._owner, now + lease)
         if not jobs:
-            return IDLE_WAIT_SECONDS
+            return self._until_next_due(now)
         job = jobs[0]
         change = self._poll(job)
         now = self._clock.now()
@@ -59,6 +63,14 @@ class Poller(VendorLoop):
         if expired:
             VENDOR_JOBS_EXPIRED.labels(vendor=self.vendor).inc()
         return 0.0
+
+    def _until_next_due(self, now: datetime) -> float:
+        """Sleep until the next job falls due, not a fixed second: a job submitted with
+        `first_poll_after_seconds` of 1 would otherwise wait up to twice that."""
+        due = self._ledger.next_poll_due(self.vendor)
+        if due is None:
+            return IDLE_WAIT_SECONDS
+        return min(max((due - now).total_seconds(), SOON_SECONDS), IDLE_WAIT_SECONDS)
 
     def _poll(self, job: DueJob) -> Change:
         try:

@@ -39,6 +39,8 @@ class LoopLedger(Protocol):
         self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
     ) -> list[WorkItem]: ...
 
+    def next_poll_due(self, vendor: str) -> datetime | None: ...
+
     def claim_due_jobs(
         self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
     ) -> list[DueJob]: ...
@@ -79,6 +81,9 @@ class SharedLedger:
         self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime
     ) -> list[WorkItem]:
         return self._call(lambda ledger: ledger.claim_items(vendor, now, limit, owner, lease_until))
+
+    def next_poll_due(self, vendor: str) -> datetime | None:
+        return self._call(lambda ledger: ledger.next_poll_due(vendor))
 
     def claim_due_jobs(
         self, vendor: str, now: datetime, limit: int, owner: str, lease_until: datetime

@@ -349,6 +349,23 @@ def test_submission_creates_a_job_polled_when_due(ledger: Ledger) -> None:
     assert ledger.item_counts() == {("voyado", S.SUBMITTED): 2}
 
 
+def test_the_next_poll_due_is_the_earliest_unleased_open_job(ledger: Ledger) -> None:
+    assert ledger.next_poll_due("voyado") is None
+    first, second = new_request("voyado"), new_request("voyado")
+    record(ledger, first, second)
+    one, two = claim(ledger, "voyado")
+    submit(ledger, [one], "job-1", now=at(5))  # due at(35)
+    submit(ledger, [two], "job-2", now=at(1))  # due at(31)
+    assert ledger.next_poll_due("voyado") == at(31)
+    assert ledger.next_poll_due("acoustic") is None
+    (due,) = ledger.claim_due_jobs("voyado", at(31), 1, "p1", at(90))
+    assert due.vendor_job_id == "job-2"
+    assert ledger.next_poll_due("voyado") == at(35)  # job-2 is leased: not for another poller
+    ledger.apply(Change(jobs=(JobUpdate(due.job_id, S.COMPLETED, None),)), at(32))
+    (due,) = ledger.claim_due_jobs("voyado", at(35), 1, "p1", at(90))
+    assert ledger.next_poll_due("voyado") is None
+
+
 def test_polls_move_items_and_complete_the_request(ledger: Ledger) -> None:
     new = new_request("voyado", per_vendor=2, skipped=[("acoustic", "not enabled")])
     record(ledger, new)

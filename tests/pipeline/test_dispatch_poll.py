@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.model import Status
+from consumer.pipeline.poller import IDLE_WAIT_SECONDS
 from consumer.runtime.metrics import REGISTRY
 from devtools.sandbox.acoustic import AcousticSandbox
 from devtools.sandbox.server import Fault
@@ -101,7 +102,11 @@ def test_jobs_are_polled_to_per_contact_outcomes(
     )
     rig.clock.advance(30)
     rig.dispatcher.step()
-    assert rig.poller.step() > 0 and len(sandbox.calls) == 2, "no poll before first_poll_after"
+    # An idle poller sleeps until the job is due (first_poll_after_seconds), at most 1 s.
+    assert rig.poller.step() == IDLE_WAIT_SECONDS
+    rig.clock.advance(rig.settings.first_poll_after_seconds - 0.3)
+    assert rig.poller.step() == pytest.approx(0.3)
+    assert len(sandbox.calls) == 2, "no poll before first_poll_after"
     rig.poll_until_settled()
     statuses = {rid: rig.ledger.trail(rid).status for rid in (known, unknown, stuck)}  # type: ignore[union-attr]
     assert statuses == {known: Status.COMPLETED, unknown: Status.COMPLETED, stuck: Status.FAILED}

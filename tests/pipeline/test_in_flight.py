@@ -9,6 +9,7 @@ in the direction that cannot hide a failure.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -131,6 +132,52 @@ def test_a_stopping_worker_sends_no_call_that_waits_for_its_slot(tmp_path: Path)
             gate.enter("submit")
     ledger.close()
     assert time.monotonic() - started < 10
+
+
+class LateWaker(threading.Event):
+    """A stop event whose waits, in the thread named "late", oversleep by `LATE` seconds:
+    a thread that the OS or the GIL woke late for its call slot."""
+
+    LATE = 0.15
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late_is_waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if threading.current_thread().name == "late" and timeout is not None:
+            self.late_is_waiting.set()
+            timeout += self.LATE
+        return super().wait(timeout)
+
+
+def test_a_thread_late_for_its_slot_never_leaves_right_behind_the_next(
+    tmp_path: Path,
+) -> None:
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.migrate()
+    stop = LateWaker()
+    with VoyadoSandbox() as sandbox:
+        settings = VOYADO.settings(sandbox, rate_per_second=10.0)  # slots 105 ms apart
+        gate = CallGate(settings, FleetBuckets(ledger), SYSTEM_CLOCK, stop)
+        left: list[float] = []
+
+        def call() -> None:
+            gate.enter("submit")
+            left.append(time.monotonic())
+
+        call()  # the first slot is now; the late thread's is next, the on-time one after
+        late = threading.Thread(target=call, name="late")
+        late.start()
+        stop.late_is_waiting.wait(5)
+        on_time = threading.Thread(target=call)
+        on_time.start()
+        late.join(5)
+        on_time.join(5)
+    ledger.close()
+    gaps = [b - a for a, b in itertools.pairwise(left)]
+    # Without the interval kept as calls leave, the late one leaves ~50 ms after the next.
+    assert len(left) == 3 and min(gaps) >= 0.1 - 0.005, gaps
 
 
 def test_a_vendor_without_a_status_rate_polls_unpaced_but_paused_by_a_429(
