@@ -20,7 +20,7 @@ from consumer.ledger.sqlite import _connect
 from consumer.ledger.sqlite_writer import FileWriter, release, writer_for
 from tests.support.waiting import wait_until
 
-WAIT = 5.0
+WAIT = 10.0
 
 
 class Commits:

@@ -176,8 +176,9 @@ def test_a_thread_late_for_its_slot_never_leaves_right_behind_the_next(
         on_time.join(5)
     ledger.close()
     gaps = [b - a for a, b in itertools.pairwise(left)]
-    # Without the interval kept as calls leave, the late one leaves ~50 ms after the next.
-    assert len(left) == 3 and min(gaps) >= 0.1 - 0.005, gaps
+    # Without the interval kept as calls leave, the late one leaves ~45 ms after the next;
+    # with it, 100 ms or more (the margin: a thread noting its time a little after leaving).
+    assert len(left) == 3 and min(gaps) >= 0.075, gaps
 
 
 def test_a_vendor_without_a_status_rate_polls_unpaced_but_paused_by_a_429(
