@@ -87,7 +87,10 @@ class Held:
         self.go.wait(WAIT)
 
     def queue(self, n: int, then: Then = lambda conn: None) -> None:
+        """Start a writer and return once it waits behind the held one (so writers queue
+        in the order the test gives)."""
         self.threads.append(self._start(n, then))
+        waiting(self.writer, len(self.threads) - 1)
 
     def let_go(self) -> None:
         self.go.set()
@@ -126,7 +129,6 @@ def test_writers_that_come_in_together_share_one_commit(db: Path) -> None:
     held = Held(writer)
     for n in range(1, 11):
         held.queue(n)
-    waiting(writer, 10)
     assert committed(db) == []  # nothing is visible before the commit
     held.let_go()
     assert held.errors == {}
@@ -139,11 +141,8 @@ def test_a_failing_writer_undoes_only_its_own_work(db: Path) -> None:
     writer = FileWriter(Commits(db).connect)
     held = Held(writer)
     held.queue(1)
-    waiting(writer, 1)
     held.queue(2, then=lambda conn: 1 / 0)
-    waiting(writer, 2)
     held.queue(3)
-    waiting(writer, 3)
     held.let_go()
     assert set(held.errors) == {2} and isinstance(held.errors[2], ZeroDivisionError)
     assert committed(db) == [0, 1, 3]
@@ -154,11 +153,9 @@ def test_a_failed_commit_fails_every_writer_in_it(db: Path) -> None:
     writer = FileWriter(Commits(db).connect)
     held = Held(writer)
     held.queue(1)
-    waiting(writer, 1)
     # A deferred foreign key is checked at COMMIT: writer 2's own work succeeds, the commit
     # that holds everyone's fails, and nobody may believe their work was kept.
     held.queue(2, then=lambda conn: conn.execute("INSERT INTO child VALUES (42)"))
-    waiting(writer, 2)
     held.let_go()
     assert set(held.errors) == {0, 1, 2}
     assert all(isinstance(error, sqlite3.IntegrityError) for error in held.errors.values())
