@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from consumer.ledger.protocol import LedgerUnavailable
 
@@ -149,19 +149,19 @@ class FileWriter:
             self._turn.release()
 
     def _finish(self, commit: _Commit) -> None:
+        """End the transaction and tell its writers how it went, whatever happens: a writer
+        that handed its work on waits for this without a timeout."""
         assert self._conn is not None
-        if commit.writers == 0:  # every writer in it failed and undid its work
-            self._conn.execute("ROLLBACK")
-            commit.finish(None)
-            return
+        error: BaseException | None = None
         try:
-            self._conn.execute("COMMIT")
-        except BaseException as error:
+            # Rolled back when every writer in it failed and undid its work.
+            self._conn.execute("COMMIT" if commit.writers else "ROLLBACK")
+        except BaseException as failed:
+            error = failed
             if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            commit.finish(error)
-            return
-        commit.finish(None)
+                with suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+        commit.finish(error)
 
 
 _REGISTRY_LOCK = threading.Lock()
