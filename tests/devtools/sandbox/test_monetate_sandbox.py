@@ -168,7 +168,7 @@ def new_box(public_pem: str, **options: Any) -> MonetateSandbox:
         "shortname": SHORT,
         "api_username": USER,
         "public_key_pem": public_pem,
-        "data_get_rate_per_second": 1000.0,
+        "data_get_rate_per_second": 1_000_000.0,  # tests of the limit set their own
         "deletion_delay_seconds": 0.0,
     }
     values.update(options)
