@@ -78,10 +78,11 @@ def figures(operation: Operation, log: Sequence[Call]) -> OperationFigures:
 
 
 def busiest_second(stamps: Sequence[float]) -> int:
-    """The most calls logged within one second of each other."""
+    """The most calls logged within one second of each other (stamps in any order)."""
+    ordered = sorted(stamps)
     most = first = 0
-    for last, stamp in enumerate(stamps):
-        while stamp - stamps[first] >= 1.0:
+    for last, stamp in enumerate(ordered):
+        while stamp - ordered[first] >= 1.0:
             first += 1
         most = max(most, last - first + 1)
     return most

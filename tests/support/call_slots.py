@@ -112,14 +112,3 @@ class Replica:
 
 def calls_to(calls: Sequence[Call], path_part: str) -> list[Call]:
     return [call for call in calls if path_part in call.path]
-
-
-def most_in_any_second(stamps: Sequence[float]) -> int:
-    """The most calls logged within one second of each other."""
-    ordered = sorted(stamps)
-    first = most = 0
-    for last, stamp in enumerate(ordered):
-        while stamp - ordered[first] >= 1.0:
-            first += 1
-        most = max(most, last - first + 1)
-    return most

@@ -266,15 +266,20 @@ def test_a_pending_upload_costs_one_check_a_poll_from_a_random_id(keys: Keys) ->
     assert len(checked_ids(built)) == 3 + 7
 
 
+def offline_settings(**overrides: Any) -> MonetateSettings:
+    """Settings for tests that make no call (the key is never parsed)."""
+    values: dict[str, Any] = {
+        "base_url": "https://api.monetate.example",
+        "shortname": SHORT,
+        "dataset": DATASET,
+        "api_username": USER,
+        "private_key": SecretStr("unused"),
+    }
+    return MonetateSettings(**{**values, **overrides})
+
+
 def test_a_pending_upload_is_checked_less_and_less_often() -> None:
-    settings = MonetateSettings(
-        base_url="https://api.monetate.net",
-        shortname=SHORT,
-        dataset=DATASET,
-        api_username=USER,
-        private_key=SecretStr("unused"),
-        poll_interval_seconds=3600.0,
-    )
+    settings = offline_settings(poll_interval_seconds=3600.0)
     assert settings.next_poll_seconds(86400.0, settled_some=True) == 0.0
     assert settings.next_poll_seconds(2.0, settled_some=False) == 1.0
     assert settings.next_poll_seconds(8000.0, settled_some=False) == 2000.0
@@ -623,14 +628,7 @@ _segment = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_siz
 
 @given(shortname=_segment, dataset=_segment)
 def test_path_segments_are_url_encoded(shortname: str, dataset: str) -> None:
-    settings = MonetateSettings(
-        base_url="https://api.monetate.example",
-        shortname=shortname,
-        dataset=dataset,
-        api_username=USER,
-        private_key=SecretStr("unused"),
-    )
-    adapter = MonetateAdapter(settings)
+    adapter = MonetateAdapter(offline_settings(shortname=shortname, dataset=dataset))
     try:
         urls = (adapter._data_url, adapter._schema_url, adapter._status_url)
     finally:
