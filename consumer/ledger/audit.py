@@ -8,7 +8,9 @@ one `chain_head` row, which holds the newest position and hash: PostgreSQL repli
 (FOR UPDATE) in every recording transaction, so the chain stays linear however many write
 at once, and SQLite's writer lock serialises them anyway. A transaction therefore records
 its events and actions last, after every other row lock it takes: nothing then waits for a
-lock while holding the head.
+lock while holding the head. On PostgreSQL the head's move and the entries (a few rows; a
+batch of thousands is COPYed) go to the server with the COMMIT, so a transaction holds the
+head for one round trip after it got it (`_PgTx`).
 
 Operator actions are in the same chain as events: an `extend` changes a legal due date
 without any status event, and an auditor must be able to trust it as much as the events.
@@ -129,7 +131,7 @@ class SqlAudit(SqlBackend):
             fields = (*row[:time_at], at, *row[time_at + 1 :])
             previous = entry_hash(previous, kind, position, fields)
             out.append((position, *row, previous))
-        tx.rows(_MOVE_HEAD, (position, previous))
+        tx.many(_MOVE_HEAD, [(position, previous)])
         return out
 
     def _unchain(self, tx: Tx, request_ids: Sequence[str]) -> None:

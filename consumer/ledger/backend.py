@@ -6,6 +6,7 @@ SQL here uses `?` placeholders; the PostgreSQL backend rewrites them to `%s`.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -27,7 +28,8 @@ class Tx(Protocol):
         """Execute one statement; its result rows (none for a statement without result)."""
 
     def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
-        """Execute one statement for each parameter row, in order."""
+        """Execute one statement for each parameter row, in order, before the transaction's
+        next statement or its commit (PostgreSQL sends it with them: `_PgTx`)."""
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
         """Insert rows in order (generated ids and seqs follow it), as fast as the backend can."""
@@ -36,6 +38,13 @@ class Tx(Protocol):
         """Execute one query and yield its rows a batch at a time (through a server-side
         cursor where the backend has one), so that a result of millions of rows is never
         held in memory. Consume it before the transaction ends."""
+
+
+@functools.lru_cache(maxsize=16)
+def insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """INSERT of one row of `columns` (`?` placeholders)."""
+    marks = ", ".join("?" * len(columns))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
 class Conflict(Exception):

@@ -26,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg.sql import SQL, Identifier
 
-from consumer.ledger.backend import Conflict, Tx, utc
+from consumer.ledger.backend import Conflict, Tx, insert_sql, utc
 from consumer.ledger.protocol import LedgerRejected, LedgerUnavailable
 from consumer.ledger.rows import Row
 from consumer.ledger.sql import SqlLedger
@@ -37,6 +37,8 @@ LOCK_TIMEOUT = "5s"
 # Any constant works; it only has to be the same in every replica.
 _MIGRATE_LOCK_KEY = 0x45524153  # "ERAS"
 STREAM_BATCH = 1000
+QUEUED_INSERT_ROWS = 100
+"""Inserts up to this many rows are queued (see `_PgTx`); larger ones are COPYed."""
 _stream_names = itertools.count()
 # Errors about the data itself: class 22 (psycopg's DataError, also raised before sending
 # for a NUL), 54000 (an index row over the btree limit, e.g. a 2.7 KB vendor name in a
@@ -61,35 +63,82 @@ def _reason(error: Exception) -> str:
 
 
 class _PgTx:
-    def __init__(self, cursor: psycopg.Cursor[TupleRow]) -> None:
-        self._cursor = cursor
+    """A transaction whose statements without results go to the server in batches.
+
+    `many` (and `insert` of a few rows) only queues: the queue is sent, in one round trip
+    (pipeline mode), together with the next statement whose rows are wanted, or with the
+    COMMIT. Nothing reads a queued statement's result, and every later statement runs after
+    it, so what the transaction does is unchanged; its errors surface at that next statement
+    and map to the same exceptions. What changes is the round trips, and with them how long
+    a row lock is held: an apply that locked the audit chain's head, then moved it and
+    inserted its events (four round trips, each waiting for this process's GIL again under
+    load), held the fleet's one head lock for all of them; now it holds it for one.
+    """
+
+    def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
+        self._conn = conn
+        self._cursor = conn.cursor()
+        self._queued: list[tuple[str, Sequence[Sequence[object]]]] = []
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        self._cursor.execute(_placeholders(sql), params)
+        if self._queued:
+            with self._conn.pipeline():
+                self._send_queued()
+                self._cursor.execute(_placeholders(sql), params)
+        else:
+            self._cursor.execute(_placeholders(sql), params)
         return self._cursor.fetchall() if self._cursor.description else []
 
     def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
         if params:
-            self._cursor.executemany(_placeholders(sql), params)
+            self._queued.append((_placeholders(sql), params))
 
     def stream(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
         """A server-side cursor, fetched STREAM_BATCH rows at a time."""
+        self._send_queued_now()
         name = f"stream_{next(_stream_names)}"
-        with self._cursor.connection.cursor(name=name) as cursor:
+        with self._conn.cursor(name=name) as cursor:
             cursor.itersize = STREAM_BATCH
             cursor.execute(_placeholders(sql), params)
             yield from cursor
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
-        """COPY: several times faster than executemany for ingest's thousands of rows."""
-        if not rows:
+        """A few rows are queued like `many`; more go by COPY at once, several times faster
+        than INSERTs for ingest's thousands (COPY cannot join a pipeline)."""
+        if len(rows) <= QUEUED_INSERT_ROWS:
+            self.many(insert_sql(table, tuple(columns)), rows)
             return
+        self._send_queued_now()
         statement = SQL("COPY {} ({}) FROM STDIN").format(
             Identifier(table), SQL(", ").join(map(Identifier, columns))
         )
         with self._cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def commit(self) -> None:
+        """COMMIT, sent with whatever is still queued in one round trip."""
+        if self._queued:
+            with self._conn.pipeline():
+                self._send_queued()
+                self._conn.commit()
+        else:
+            self._conn.commit()
+
+    def close(self) -> None:
+        self._queued.clear()
+        self._cursor.close()
+
+    def _send_queued_now(self) -> None:
+        if self._queued:
+            with self._conn.pipeline():
+                self._send_queued()
+
+    def _send_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        with self._conn.cursor() as cursor:
+            for sql, params in queued:
+                cursor.executemany(sql, params)
 
 
 class PostgresLedger(SqlLedger):
@@ -131,9 +180,12 @@ class PostgresLedger(SqlLedger):
     def _transaction(self, write: bool) -> Iterator[_PgTx]:
         conn = self._connection()
         try:
-            with conn.cursor() as cursor:
-                yield _PgTx(cursor)
-            conn.commit()
+            tx = _PgTx(conn)
+            try:
+                yield tx
+                tx.commit()
+            finally:
+                tx.close()
         except _REFUSED as exc:  # before OperationalError, which ProgramLimitExceeded is
             self._rollback_quietly(conn)
             raise LedgerRejected(f"PostgreSQL cannot store the data: {_reason(exc)}") from exc

@@ -224,10 +224,10 @@ class SqlLedger(
         """Lease rows for `span` from now on the database's clock (the caller says how long,
         never until when)."""
         if ids:
-            tx.rows(
+            tx.many(
                 f"UPDATE {table} SET lease_owner = ?, lease_until = {self.db_now} + ?"
                 f" WHERE {key} {self.in_array}",
-                (owner, self._to_db_span(span), self._array(ids)),
+                [(owner, self._to_db_span(span), self._array(ids))],
             )
 
     def _work_item(self, row: Row) -> WorkItem:
@@ -263,25 +263,29 @@ class SqlLedger(
         if change.owner is None:
             return change, 0
         job_ids = sorted({job.job_id for job in change.jobs})
-        jobs = self._ids(
+        jobs = self._kept(
             tx,
             f"SELECT job_id FROM jobs WHERE job_id {self.in_array} AND lease_owner = ?"
             f" ORDER BY job_id{self.lock_rows}",
-            (self._array(job_ids), change.owner),
+            job_ids,
+            change.owner,
         )
         item_ids = sorted(_item_ids(change))
-        items = self._ids(
+        items = self._kept(
             tx,
             f"SELECT item_id FROM items WHERE item_id {self.in_array} AND (lease_owner = ?"
             f" OR (lease_owner IS NULL AND job_id {self.in_array}))"
             f" ORDER BY item_id{self.lock_rows}",
-            (self._array(item_ids), change.owner, self._array(sorted(jobs))),
+            item_ids,
+            change.owner,
+            self._array(sorted(jobs)),
         )
         lost = len(job_ids) - len(jobs) + len(item_ids) - len(items)
         return _only(change, items, jobs), lost
 
-    def _ids(self, tx: Tx, sql: str, params: Sequence[object]) -> set[int]:
-        return {row[0] for row in tx.rows(sql, params)}
+    def _kept(self, tx: Tx, sql: str, ids: list[int], *params: object) -> set[int]:
+        """Those of `ids` the query selects (the first parameter is `ids`); no query for none."""
+        return {row[0] for row in tx.rows(sql, (self._array(ids), *params))} if ids else set()
 
     def _apply_held(self, tx: Tx, change: Change, at: object) -> None:
         for job in change.new_jobs:
@@ -301,10 +305,10 @@ class SqlLedger(
             ],
         )
         if change.released_item_ids:
-            tx.rows(
+            tx.many(
                 "UPDATE items SET lease_owner = NULL, lease_until = NULL"
                 f" WHERE item_id {self.in_array}",
-                (self._array(list(change.released_item_ids)),),
+                [(self._array(list(change.released_item_ids)),)],
             )
 
     def _lock_requests(self, tx: Tx, item_ids: list[int]) -> dict[str, Status]:
@@ -334,10 +338,10 @@ class SqlLedger(
             ),
         )
         if job.item_ids:
-            tx.rows(
+            tx.many(
                 "UPDATE items SET status = ?, job_id = ?, lease_owner = NULL, lease_until = NULL,"
                 f" updated_at = ? WHERE item_id {self.in_array}",
-                (job.status.value, job_id, at, self._array(list(job.item_ids))),
+                [(job.status.value, job_id, at, self._array(list(job.item_ids)))],
             )
 
     def _item_params(self, update: ItemUpdate, at: object) -> Row:

@@ -19,7 +19,6 @@ surrogate) or over SQLite's size limit raises LedgerRejected, as PostgreSQL's re
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from consumer.clock import SYSTEM_CLOCK
-from consumer.ledger.backend import Tx, utc
+from consumer.ledger.backend import Tx, insert_sql, utc
 from consumer.ledger.protocol import LedgerRejected, LedgerUnavailable
 from consumer.ledger.rows import Row
 from consumer.ledger.sql import SqlLedger
@@ -59,18 +58,12 @@ class _SqliteTx:
             self._conn.executemany(sql, params)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
-        self.many(_insert_sql(table, tuple(columns)), rows)
+        self.many(insert_sql(table, tuple(columns)), rows)
 
     def stream(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
         cursor = self._conn.execute(sql, params)
         while batch := cursor.fetchmany(STREAM_BATCH):
             yield from batch
-
-
-@functools.lru_cache(maxsize=16)
-def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    marks = ", ".join("?" * len(columns))
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
 
 
 @contextmanager
