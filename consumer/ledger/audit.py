@@ -2,15 +2,19 @@
 of one hash chain, and `verify_chain` walks it.
 
 Each entry has a position (an event's `seq`, an action's `chain_pos`) and
-`hash = SHA-256(previous entry's hash + kind + position + content)`, computed in Python in
-the transaction that records it, one pass per batch. Positions are handed out under the
-one `chain_head` row, which holds the newest position and hash: PostgreSQL replicas lock it
-(FOR UPDATE) in every recording transaction, so the chain stays linear however many write
-at once, and SQLite's writer lock serialises them anyway. A transaction therefore records
-its events and actions last, after every other row lock it takes: nothing then waits for a
-lock while holding the head. On PostgreSQL the head's move and the entries (a few rows; a
-batch of thousands is COPYed) go to the server with the COMMIT, so a transaction holds the
-head for one round trip after it got it (`_PgTx`).
+`hash = SHA-256(previous entry's hash + kind + position + body)`, the body being a canonical
+encoding of its content (`entry_body`), computed in the transaction that records it, one
+pass per batch. Positions are handed out under the one `chain_head` row, which holds the
+newest position and hash: PostgreSQL replicas lock it (FOR UPDATE) in every recording
+transaction, so the chain stays linear however many write at once, and SQLite's writer
+lock serialises them anyway. A transaction therefore records its events and actions last,
+after every other row lock it takes: nothing then waits for a lock while holding the head.
+
+SQLite hashes in Python. PostgreSQL hashes in the server (migration 0006's chain_append),
+in the statement that inserts the entries, sent with the COMMIT: every replica's recording
+transactions wait for the head, so it must not be held while one worker's thread waits for
+its process (`PostgresLedger._append_entries`). The worker still encodes the bodies, and
+`verify_chain` recomputes every hash in Python, so the two must agree (tests/ledger).
 
 Operator actions are in the same chain as events: an `extend` changes a legal due date
 without any status event, and an auditor must be able to trust it as much as the events.
@@ -64,12 +68,33 @@ def micros(moment: object) -> str:
     return str((moment - _EPOCH) // _MICROSECOND)
 
 
-def entry_hash(previous: str, kind: str, position: int, fields: Iterable[str | None]) -> str:
-    """SHA-256 over the previous hash and a canonical encoding of one entry: each field
-    length-prefixed (None as '-'), so no two different entries encode alike. Times come
-    as decimal microseconds (`micros`), the same text whichever backend stored them."""
-    body = "".join(["-" if field is None else f"{len(field)}:{field}" for field in fields])
+def entry_body(fields: Iterable[str | None]) -> str:
+    """A canonical encoding of one entry's content: each field length-prefixed (None as
+    '-'), so no two different entries encode alike. Times come as decimal microseconds
+    (`micros`), the same text whichever backend stored them."""
+    return "".join(["-" if field is None else f"{len(field)}:{field}" for field in fields])
+
+
+def entry_hash(previous: str, kind: str, position: int, body: str) -> str:
+    """SHA-256 over the previous hash, the entry's kind and position, and its body. The
+    PostgreSQL ledger computes the same in the server (migration 0006's chain_append)."""
     return _sha256(f"{previous}{kind}{position};{body}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class EntryTable:
+    """Where entries of one kind are stored: the position column, then `columns` (the
+    content, in hashed order, the time at `time_at`), then the hash."""
+
+    kind: str
+    table: str
+    position: str
+    columns: tuple[str, ...]
+    time_at: int
+
+
+EVENT_ENTRIES = EntryTable("event", "events", "seq", EVENT_COLUMNS, _EVENT_TIME)
+ACTION_ENTRIES = EntryTable("action", "operator_actions", "chain_pos", ACTION_COLUMNS, _ACTION_TIME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,35 +129,42 @@ class SqlAudit(SqlBackend):
     def _insert_events(self, tx: Tx, events: Sequence[Row]) -> None:
         """Record status events (rows of EVENT_COLUMNS) in order, chained. Every event the
         ledger records goes through here, so the audit trail has one way in."""
-        rows = self._chain(tx, "event", events, _EVENT_TIME)
-        tx.insert("events", ("seq", *EVENT_COLUMNS, "hash"), rows)
+        self._chain(tx, EVENT_ENTRIES, events)
 
     def _insert_actions(self, tx: Tx, actions: Sequence[Row]) -> None:
         """Record operator actions (rows of ACTION_COLUMNS) in order, chained: the one way
         operator actions are recorded."""
-        rows = self._chain(tx, "action", actions, _ACTION_TIME)
-        tx.insert("operator_actions", ("chain_pos", *ACTION_COLUMNS, "hash"), rows)
+        self._chain(tx, ACTION_ENTRIES, actions)
 
-    def _chain(self, tx: Tx, kind: str, rows: Sequence[Row], time_at: int) -> list[Row]:
-        """`rows` with their positions in front and their hashes behind, the head moved past
-        them. Times are hashed as microseconds, converted once per distinct value (a batch
-        shares one time)."""
+    def _chain(self, tx: Tx, entries: EntryTable, rows: Sequence[Row]) -> None:
+        """Insert `rows` as the chain's next entries. Times are hashed as microseconds,
+        converted once per distinct value (a batch shares one time)."""
         if not rows:
-            return []
-        ((position, previous),) = tx.rows(_LOCK_HEAD + self.lock_rows)
+            return
         times: dict[object, str] = {}
-        out: list[Row] = []
+        bodies = []
+        at_index = entries.time_at
         for row in rows:
-            position += 1
-            moment = row[time_at]
+            moment = row[at_index]
             at = times.get(moment)
             if at is None:
                 at = times[moment] = micros(moment)
-            fields = (*row[:time_at], at, *row[time_at + 1 :])
-            previous = entry_hash(previous, kind, position, fields)
+            bodies.append(entry_body((*row[:at_index], at, *row[at_index + 1 :])))
+        self._append_entries(tx, entries, rows, bodies)
+
+    def _append_entries(
+        self, tx: Tx, entries: EntryTable, rows: Sequence[Row], bodies: Sequence[str]
+    ) -> None:
+        """Position and hash the entries under the head, insert them, move the head past
+        them (here in Python; PostgreSQL does it in the server)."""
+        ((position, previous),) = tx.rows(_LOCK_HEAD + self.lock_rows)
+        out: list[Row] = []
+        for row, body in zip(rows, bodies, strict=True):
+            position += 1
+            previous = entry_hash(previous, entries.kind, position, body)
             out.append((position, *row, previous))
         tx.many(_MOVE_HEAD, [(position, previous)])
-        return out
+        tx.insert(entries.table, (entries.position, *entries.columns, "hash"), out)
 
     def _unchain(self, tx: Tx, request_ids: Sequence[str]) -> None:
         """Before retention deletes the entries of `request_ids`: for each run of entries
@@ -284,7 +316,7 @@ def walk(entries: Iterable[Entry], gaps: Iterable[Gap], head: Head, unchained: i
             previous, deleted = gap.hash, deleted + gap.deleted
         elif entry.position != position + 1:
             return report(_broken(entry, f"entries after position {position} are missing"))
-        if entry_hash(previous, entry.kind, entry.position, entry.fields) != entry.hash:
+        if entry_hash(previous, entry.kind, entry.position, entry_body(entry.fields)) != entry.hash:
             return report(_broken(entry, "its hash does not match its content and the chain"))
         position, previous, checked = entry.position, entry.hash, checked + 1
     gap = checkpoints.take(position)

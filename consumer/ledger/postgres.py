@@ -26,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg.sql import SQL, Identifier
 
+from consumer.ledger.audit import EntryTable
 from consumer.ledger.backend import Conflict, Tx, insert_sql, utc
 from consumer.ledger.protocol import LedgerRejected, LedgerUnavailable
 from consumer.ledger.rows import Row
@@ -48,8 +49,28 @@ _REFUSED = (psycopg.DataError, errors.ProgramLimitExceeded, UnicodeEncodeError)
 
 @functools.lru_cache(maxsize=128)
 def _placeholders(sql: str) -> str:
-    """Our SQL uses `?` (no literal `?` or `%` anywhere); psycopg wants `%s`."""
+    """Our SQL uses `?` (no literal `?` or `%` anywhere, but for `_append_sql`'s binary
+    `%b` placeholders); psycopg wants `%s`."""
     return sql.replace("?", "%s")
+
+
+@functools.lru_cache(maxsize=4)
+def _append_sql(entries: EntryTable) -> str:
+    """INSERT of chain entries from column arrays, positioned and hashed by chain_append.
+    Arrays go in binary (`%b`: twice as fast as text for a batch of thousands)."""
+    columns = ", ".join(entries.columns)
+    arrays = ", ".join(
+        "%b::timestamptz[]" if n == entries.time_at else "%b::text[]"
+        for n in range(len(entries.columns))
+    )
+    picked = ", ".join(f"e.{column}" for column in entries.columns)
+    return (
+        f"INSERT INTO {entries.table} ({entries.position}, {columns}, hash)"
+        f" SELECT c.entry_pos, {picked}, c.entry_hash"
+        f" FROM unnest({arrays}) WITH ORDINALITY AS e({columns}, n)"
+        " JOIN chain_append(%b, %b::text[]) WITH ORDINALITY AS c(entry_pos, entry_hash, n)"
+        " USING (n)"
+    )
 
 
 def _reason(error: Exception) -> str:
@@ -222,6 +243,15 @@ class PostgresLedger(SqlLedger):
 
     def _array(self, values: Sequence[object]) -> list[object]:
         return list(values)
+
+    def _append_entries(
+        self, tx: Tx, entries: EntryTable, rows: Sequence[Row], bodies: Sequence[str]
+    ) -> None:
+        """The server positions and hashes the entries as it inserts them (chain_append,
+        migration 0006), in a statement queued to go with the COMMIT: the head is locked
+        from that statement to the commit, with no round trip to this process between."""
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        tx.many(_append_sql(entries), [(*columns, entries.kind, list(bodies))])
 
     def _lock_for_migration(self, tx: Tx) -> None:
         # Replicas starting together would race on CREATE ... IF NOT EXISTS otherwise.

@@ -2,8 +2,8 @@
 
 `NNNN_what.sql` files are applied in order, each once, inside the migrating transaction,
 and recorded in `schema_migrations`. A ledger only ever moves forward: a change to the
-schema is a new file, never an edit of an applied one. Statements are separated by `;`
-and none may contain one.
+schema is a new file, never an edit of an applied one. Statements are separated by `;`,
+which appears nowhere else except inside a `$$`-quoted function body.
 """
 
 from __future__ import annotations
@@ -32,4 +32,16 @@ def migrations(dialect: str) -> list[Migration]:
 
 def _statements(text: str) -> tuple[str, ...]:
     lines = (line.split("--", 1)[0] for line in text.splitlines())
-    return tuple(stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip())
+    statements: list[str] = []
+    current = ""
+    for n, part in enumerate("\n".join(lines).split("$$")):
+        if n % 2:  # a function body, kept whole
+            current += f"$${part}$$"
+            continue
+        *ended, current_rest = part.split(";")
+        for piece in ended:
+            statements.append(current + piece)
+            current = ""
+        current += current_rest
+    statements.append(current)
+    return tuple(stmt.strip() for stmt in statements if stmt.strip())

@@ -1,0 +1,6 @@
+-- Version 6: nothing to change for SQLite.
+--
+-- PostgreSQL now positions and hashes new chain entries in the server (chain_append, see
+-- migrations/postgres/0006). SQLite runs in the worker's own process, where there is no
+-- round trip to save: the ledger keeps hashing entries under its writer lock in Python,
+-- and the version is recorded so that both backends count their schema alike.
