@@ -135,19 +135,22 @@ def test_a_stopping_worker_sends_no_call_that_waits_for_its_slot(tmp_path: Path)
 
 
 class LateWaker(threading.Event):
-    """A stop event whose waits, in the thread named "late", oversleep by `LATE` seconds:
-    a thread that the OS or the GIL woke late for its call slot."""
+    """A stop event whose waits, in the thread named "late", oversleep by `LATE` seconds
+    (the first `oversleeps` of them, or all): a thread that the OS or the GIL woke late for
+    its call slot."""
 
     LATE = 0.15
 
-    def __init__(self) -> None:
+    def __init__(self, oversleeps: int | None = None) -> None:
         super().__init__()
         self.late_is_waiting = threading.Event()
+        self._oversleeps = itertools.count() if oversleeps is None else iter(range(oversleeps))
 
     def wait(self, timeout: float | None = None) -> bool:
         if threading.current_thread().name == "late" and timeout is not None:
             self.late_is_waiting.set()
-            timeout += self.LATE
+            if next(self._oversleeps, None) is not None:
+                timeout += self.LATE
         return super().wait(timeout)
 
 
@@ -178,6 +181,40 @@ def test_a_thread_late_for_its_slot_never_leaves_right_behind_the_next(
     gaps = [b - a for a, b in itertools.pairwise(left)]
     # Without the interval kept as calls leave, the late one leaves ~45 ms after the next;
     # with it, 100 ms or more (the margin: a thread noting its time a little after leaving).
+    assert len(left) == 3 and min(gaps) >= 0.075, gaps
+
+
+def test_a_replica_late_for_its_slot_gives_it_up_rather_than_crowd_another_replicas_call(
+    tmp_path: Path,
+) -> None:
+    """Two replicas on one ledger: one wakes 150 ms late for its slot, just after the other
+    replica's call left on time. Going anyway would put two calls 45 ms apart at a vendor
+    allowing one per 100 ms; it takes the next slot instead."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledgers = [open_ledger(url), open_ledger(url)]
+    ledgers[0].migrate()
+    stop = LateWaker(oversleeps=1)
+    with VoyadoSandbox() as sandbox:
+        settings = VOYADO.settings(sandbox, rate_per_second=10.0)  # slots 105 ms apart
+        late_replica = CallGate(settings, FleetBuckets(ledgers[0]), SYSTEM_CLOCK, stop)
+        other = CallGate(settings, FleetBuckets(ledgers[1]), SYSTEM_CLOCK, threading.Event())
+        left: list[float] = []
+
+        def call(gate: CallGate) -> None:
+            gate.enter("submit")
+            left.append(time.monotonic())
+
+        call(late_replica)  # the first slot is now; the late thread's is next
+        late = threading.Thread(target=call, args=(late_replica,), name="late")
+        late.start()
+        stop.late_is_waiting.wait(5)
+        on_time = threading.Thread(target=call, args=(other,))
+        on_time.start()
+        late.join(5)
+        on_time.join(5)
+    for ledger in ledgers:
+        ledger.close()
+    gaps = [b - a for a, b in itertools.pairwise(sorted(left))]
     assert len(left) == 3 and min(gaps) >= 0.075, gaps
 
 
