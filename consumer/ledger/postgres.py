@@ -91,9 +91,9 @@ class _PgTx:
     COMMIT. Nothing reads a queued statement's result, and every later statement runs after
     it, so what the transaction does is unchanged; its errors surface at that next statement
     and map to the same exceptions. What changes is the round trips, and with them how long
-    a row lock is held: an apply that locked the audit chain's head, then moved it and
-    inserted its events (four round trips, each waiting for this process's GIL again under
-    load), held the fleet's one head lock for all of them; now it holds it for one.
+    a row lock is held: a lock taken by a queued statement (the audit chain's head, taken
+    by `chain_append` in the insert of the entries) is held until the COMMIT that travels
+    with it, with no wait for this process's GIL in between.
     """
 
     def __init__(self, conn: psycopg.Connection[TupleRow]) -> None:
@@ -102,11 +102,7 @@ class _PgTx:
         self._queued: list[tuple[str, Sequence[Sequence[object]]]] = []
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        if self._queued:
-            with self._conn.pipeline():
-                self._send_queued()
-                self._cursor.execute(_placeholders(sql), params)
-        else:
+        with self._after_queued():
             self._cursor.execute(_placeholders(sql), params)
         return self._cursor.fetchall() if self._cursor.description else []
 
@@ -116,7 +112,7 @@ class _PgTx:
 
     def stream(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
         """A server-side cursor, fetched STREAM_BATCH rows at a time."""
-        self._send_queued_now()
+        self._send_queued()
         name = f"stream_{next(_stream_names)}"
         with self._conn.cursor(name=name) as cursor:
             cursor.itersize = STREAM_BATCH
@@ -129,7 +125,7 @@ class _PgTx:
         if len(rows) <= QUEUED_INSERT_ROWS:
             self.many(insert_sql(table, tuple(columns)), rows)
             return
-        self._send_queued_now()
+        self._send_queued()
         statement = SQL("COPY {} ({}) FROM STDIN").format(
             Identifier(table), SQL(", ").join(map(Identifier, columns))
         )
@@ -139,27 +135,30 @@ class _PgTx:
 
     def commit(self) -> None:
         """COMMIT, sent with whatever is still queued in one round trip."""
-        if self._queued:
-            with self._conn.pipeline():
-                self._send_queued()
-                self._conn.commit()
-        else:
+        with self._after_queued():
             self._conn.commit()
 
     def close(self) -> None:
-        self._queued.clear()
         self._cursor.close()
 
-    def _send_queued_now(self) -> None:
-        if self._queued:
-            with self._conn.pipeline():
-                self._send_queued()
-
     def _send_queued(self) -> None:
+        """Send what is queued now: a COPY or a server-side cursor cannot join a pipeline."""
+        with self._after_queued():
+            pass
+
+    @contextmanager
+    def _after_queued(self) -> Iterator[None]:
+        """Whatever the block sends goes after the queued statements, in one round trip
+        with them (a pipeline) when there are any."""
+        if not self._queued:
+            yield
+            return
         queued, self._queued = self._queued, []
-        with self._conn.cursor() as cursor:
-            for sql, params in queued:
-                cursor.executemany(sql, params)
+        with self._conn.pipeline():
+            with self._conn.cursor() as cursor:
+                for sql, params in queued:
+                    cursor.executemany(sql, params)
+            yield
 
 
 class PostgresLedger(SqlLedger):
