@@ -37,7 +37,7 @@ from bench.common import (
     memory_mib,
     reached,
 )
-from bench.pgcpu import backend_cpu_seconds
+from bench.cpu_time import backend_cpu_seconds
 
 BATCH = 1000
 POLL_TIMEOUT = 0.2

@@ -17,8 +17,11 @@ terminal status for every request.
 Reported per vendor operation, from the sandboxes' own logs (`bench.throughput_stats`):
 calls, configured rate, achieved calls/s, busiest second, limit violations, and the floor
 those calls allow; per run, the wall time against the largest floor (the least time the
-configured rates allow) and Monetate's status checks per customer id. Results: a table on
-stdout, JSON in `bench/results/throughput.json`.
+configured rates allow) and Monetate's status checks per customer id. And where the CPU
+went over the backfill (`bench.cpu_time`): the cores the workers kept busy and their CPU
+per vendor call (steadier than a rate on a shared machine), PostgreSQL's backends, and the
+whole machine, which tells whether a rate was bound by the machine or by the worker.
+Results: a table on stdout, JSON in `bench/results/throughput.json`.
 """
 
 from __future__ import annotations
@@ -27,13 +30,17 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import socket
+import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cpu_time import MachineTicks, backend_cpu_seconds, process_cpu_seconds
 from bench.sandbox_processes import SandboxProcess
 from bench.throughput_stats import Operation, figures
 from consumer.kafka.codec import decode_status_event
@@ -99,6 +106,32 @@ def free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class CpuReading:
+    """CPU time so far of the workers, of PostgreSQL's backends (None on SQLite) and of the
+    machine: two readings give the cores each kept busy over a backfill."""
+
+    workers: float
+    server: float | None
+    machine: MachineTicks
+
+    @classmethod
+    def now(cls, workers: Sequence[subprocess.Popen[bytes]], url: str) -> CpuReading:
+        own = sum(process_cpu_seconds(process.pid) for process in workers)
+        return cls(own, backend_cpu_seconds(url), MachineTicks.now())
+
+    def since(self, earlier: CpuReading, wall: float) -> dict[str, Any]:
+        server = None
+        if self.server is not None and earlier.server is not None:
+            server = (self.server - earlier.server) / wall
+        return {
+            "worker_seconds": self.workers - earlier.workers,
+            "worker_cores": (self.workers - earlier.workers) / wall,
+            "server_cores": server,
+            "machine_cores": self.machine.busy_cores_since(earlier.machine),
+        }
+
+
 def per_process(settings: Mapping[str, Any], processes: int) -> dict[str, Any]:
     """A vendor's settings for one of `processes` workers: the calls in flight the rates
     need are the fleet's, so each process gets its share of `max_in_flight`."""
@@ -115,7 +148,7 @@ def start_workers(
     topics: Topics,
     url: str,
     boxes: Mapping[str, SandboxProcess],
-) -> list[Any]:
+) -> list[subprocess.Popen[bytes]]:
     vendors = {
         name: box.section({**COMMON, **per_process(VENDORS[name], count)})
         for name, box in boxes.items()
@@ -183,16 +216,19 @@ def run(
         workers = start_workers(processes, Path(work), bootstrap, topics, url, boxes)
         reader = TopicReader(bootstrap, topics.status)
         try:
+            before = CpuReading.now(workers, url)
             started = time.monotonic()
             devstack.produce_requests(topics.kafka_settings(bootstrap), requests)
             wait_for_terminals(reader, requests, timeout=900)
             wall = time.monotonic() - started
+            cpu = CpuReading.now(workers, url).since(before, wall)
         finally:
             for process in workers:
                 devstack.stop_worker(process)
         logs = {name: box.calls() for name, box in boxes.items()}
         figs = [figures(op, logs[op.vendor]) for op in OPERATIONS]
     floor = max(fig.floor_seconds for fig in figs)
+    calls = max(1, sum(fig.calls for fig in figs))
     status = next(fig for fig in figs if fig.vendor == "monetate" and fig.name == "status")
     return {
         "run": label,
@@ -204,6 +240,7 @@ def run(
         "monetate_ids": monetate_ids(requests),
         "monetate_status_checks": status.calls,
         "operations": [vars(fig) for fig in figs],
+        "cpu": {**cpu, "worker_ms_per_call": 1000 * cpu["worker_seconds"] / calls},
         "_figures": figs,
     }
 
@@ -215,6 +252,13 @@ def print_run(result: dict[str, Any]) -> None:
         f" ({result['wall_seconds'] / result['floor_seconds']:.2f}x);"
         f" Monetate {result['monetate_status_checks']} status checks for"
         f" {result['monetate_ids']} ids"
+    )
+    cpu = result["cpu"]
+    server = "" if cpu["server_cores"] is None else f", PostgreSQL {cpu['server_cores']:.2f}"
+    print(
+        f"  CPU (cores busy on average): workers {cpu['worker_cores']:.2f}"
+        f" ({cpu['worker_ms_per_call']:.2f} ms per vendor call){server},"
+        f" machine {cpu['machine_cores']:.2f} of {os.cpu_count()}"
     )
     header = ["operation", "calls", "rate/s", "achieved/s", "busiest s", "violations", "floor s"]
     rows = [header] + [fig.as_row() for fig in result["_figures"]]

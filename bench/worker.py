@@ -29,7 +29,7 @@ from bench.common import (
     memory_mib,
     reached,
 )
-from bench.pgcpu import backend_cpu_seconds
+from bench.cpu_time import backend_cpu_seconds
 from consumer.config import KafkaSettings, VendorSettings
 from consumer.kafka.client import (
     Consumer,
