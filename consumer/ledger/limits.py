@@ -7,9 +7,9 @@ on the database's clock, so replicas whose clocks disagree still share one rate 
 takers ever read the same level. A take never fails: the level may go below zero, and a
 taker whose token is not there yet is told how long to wait for it (the calls already
 granted are ahead of it). Every replica thus gets calls in the order it asked, spaced
-`1 / rate` apart once the burst (`capacity`) is spent, with one statement per call and no
-retry loop. A vendor's 429 pushes the level down so that nobody's next call goes before its
-Retry-After has passed (`pause_bucket`).
+`1 / rate` apart once the burst (`capacity`) is spent, with one statement per take (of one
+call or of several) and no retry loop. A vendor's 429 pushes the level down so that
+nobody's next call goes before its Retry-After has passed (`pause_bucket`).
 
 Rolling quotas (Acquia CDP: identifiers per 7 days): a send reserves its identifiers before
 the call, in a transaction that first locks the vendor's `quota_locks` row, then counts the
@@ -63,9 +63,16 @@ _TAKE = (
 class SqlLimits(SqlBackend):
     """The `Ledger`'s fleet-wide limits: call rates and rolling quotas."""
 
-    def take_call_slot(self, bucket: RateBucket) -> CallSlot:
-        tokens, taken_at = self._upsert_bucket(bucket, bucket.capacity, spent=1.0)
-        return CallSlot(max(0.0, -tokens / bucket.rate_per_second), taken_at)
+    def take_call_slots(self, bucket: RateBucket, count: int) -> list[CallSlot]:
+        if count < 1:
+            raise ValueError("a take is of one call slot or more")
+        tokens, taken_at = self._upsert_bucket(bucket, bucket.capacity, spent=float(count))
+        # The level each slot left behind, as if taken one after the other: the last took it
+        # to `tokens`, the one before to `tokens + 1`, ...
+        return [
+            CallSlot(max(0.0, -(tokens + later) / bucket.rate_per_second), taken_at)
+            for later in range(count - 1, -1, -1)
+        ]
 
     def pause_bucket(self, bucket: RateBucket, seconds: float) -> None:
         # A level of 1 - seconds * rate: the next take, `seconds` from now, finds exactly

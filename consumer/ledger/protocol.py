@@ -135,10 +135,11 @@ class Ledger(Protocol):
     def quota_used(self, vendor: str, since: datetime) -> int:
         """Identifiers sent to `vendor` since `since` (reserved with `reserve_quota`)."""
 
-    def take_call_slot(self, bucket: RateBucket) -> CallSlot:
-        """Take one call from a rate shared by every replica on this ledger, on the
-        database's clock. Never refuses: when the bucket is empty the slot lies ahead, and
-        the caller must wait `wait_seconds` before making the call."""
+    def take_call_slots(self, bucket: RateBucket, count: int) -> list[CallSlot]:
+        """Take `count` calls from a rate shared by every replica on this ledger, on the
+        database's clock, in one statement: the slots that many takes in a row would get,
+        the furthest last. Never refuses: when the bucket is empty a slot lies ahead, and
+        its call must wait `wait_seconds` before it is made."""
 
     def pause_bucket(self, bucket: RateBucket, seconds: float) -> None:
         """Grant no new call slot of `bucket` to any replica for `seconds` from now (the

@@ -195,7 +195,7 @@ class Worker:
         for name, settings in self._settings.vendors.enabled().items():
             health = VendorHealth(name)
             self._health[name] = health
-            fleet = FleetBuckets(self._open_ledger(resources))
+            fleet = FleetBuckets(self._open_ledger(resources), self._clock)
             gate = CallGate(settings, fleet, self._clock, self._stop)
             pool = connections_for(settings.max_in_flight)
             for kind, loop in vendor_loop_kinds(settings):

@@ -44,8 +44,12 @@ def race(open_ledgers: Callable[[], Ledger], work: Callable[[Ledger], T]) -> lis
         return list(pool.map(run, replicas))
 
 
-def take(ledger: Ledger, bucket: RateBucket, count: int) -> list[CallSlot]:
-    return [ledger.take_call_slot(bucket) for _ in range(count)]
+def take(ledger: Ledger, bucket: RateBucket, count: int, batch: int = 1) -> list[CallSlot]:
+    """`count` slots, taken `batch` at a time."""
+    slots: list[CallSlot] = []
+    while len(slots) < count:
+        slots += ledger.take_call_slots(bucket, min(batch, count - len(slots)))
+    return slots
 
 
 def most_calls_in_any_window(ready: list[datetime], seconds: float) -> int:
@@ -64,14 +68,15 @@ def most_calls_in_any_window(ready: list[datetime], seconds: float) -> int:
 # --- call rates ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("capacity", [1.0, 4.0])
+@pytest.mark.parametrize(("capacity", "batch"), [(1.0, 1), (4.0, 1), (1.0, 6)])
 def test_replicas_racing_for_one_bucket_never_exceed_it(
-    ledger: Ledger, open_ledgers: Callable[[], Ledger], capacity: float
+    ledger: Ledger, open_ledgers: Callable[[], Ledger], capacity: float, batch: int
 ) -> None:
     """Within any window of T seconds the granted calls number at most capacity + rate * T:
-    checked for windows of one call interval up to the whole run."""
+    checked for windows of one call interval up to the whole run, for replicas taking a
+    slot at a time and several at a time."""
     bucket = RateBucket("monetate", "status", rate_per_second=50.0, capacity=capacity)
-    slots = [s for got in race(open_ledgers, lambda lg: take(lg, bucket, 25)) for s in got]
+    slots = [s for got in race(open_ledgers, lambda lg: take(lg, bucket, 25, batch)) for s in got]
     ready = [slot.ready_at for slot in slots]
     assert len(ready) == REPLICAS * 25
     for seconds in (0.02, 0.1, 0.5, 1.0, 2.0):
@@ -108,12 +113,24 @@ def test_a_fresh_bucket_grants_its_burst_at_once_then_spaces_calls(ledger: Ledge
     assert 5.0 < waits[3] <= 10.0 < waits[4] <= 20.0
 
 
+def test_a_take_of_several_slots_spaces_them_as_takes_one_after_the_other(
+    ledger: Ledger,
+) -> None:
+    bucket = RateBucket("voyado", "submit", rate_per_second=10.0, capacity=2.0)
+    waits = [slot.wait_seconds for slot in ledger.take_call_slots(bucket, 5)]
+    assert waits == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.3], abs=1e-6)
+    (next_one,) = ledger.take_call_slots(bucket, 1)
+    assert 0.3 < next_one.wait_seconds <= 0.4  # after the five, less what the test took
+    with pytest.raises(ValueError):
+        ledger.take_call_slots(bucket, 0)
+
+
 def test_buckets_of_other_vendors_and_operations_are_separate(ledger: Ledger) -> None:
     slow = 0.01
     take(ledger, RateBucket("monetate", "status", slow), 1)
-    assert ledger.take_call_slot(RateBucket("monetate", "submit", slow)).wait_seconds == 0.0
-    assert ledger.take_call_slot(RateBucket("voyado", "status", slow)).wait_seconds == 0.0
-    assert ledger.take_call_slot(RateBucket("monetate", "status", slow)).wait_seconds > 50.0
+    assert take(ledger, RateBucket("monetate", "submit", slow), 1)[0].wait_seconds == 0.0
+    assert take(ledger, RateBucket("voyado", "status", slow), 1)[0].wait_seconds == 0.0
+    assert take(ledger, RateBucket("monetate", "status", slow), 1)[0].wait_seconds > 50.0
 
 
 def test_a_pause_holds_every_replica_until_it_passes(
@@ -132,7 +149,7 @@ def test_a_pause_never_brings_granted_calls_forward(ledger: Ledger) -> None:
     bucket = RateBucket("monetate", "status", rate_per_second=1.0)
     queued = take(ledger, bucket, 20)
     ledger.pause_bucket(bucket, 5.0)
-    after = ledger.take_call_slot(bucket)
+    (after,) = take(ledger, bucket, 1)
     assert after.ready_at - queued[-1].ready_at == pytest.approx(timedelta(seconds=1), abs=ROUNDING)
 
 

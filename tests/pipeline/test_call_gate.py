@@ -1,0 +1,89 @@
+"""The fleet's buckets as one process's call slots share them (`FleetBuckets`): takes that
+queue behind a statement are made together in the next one, over a real SQLite ledger
+whose first statement the test holds."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+
+from consumer.ledger import LedgerUnavailable
+from consumer.ledger.limit_records import CallSlot, RateBucket
+from consumer.ledger.sqlite import SqliteLedger
+from consumer.pipeline.call_gate import FleetBuckets
+from tests.support.waiting import wait_until
+
+WAIT = 10.0
+BUCKET = RateBucket("voyado", "submit", rate_per_second=10.0)
+
+
+class HeldLedger(SqliteLedger):
+    """A SQLite ledger that holds its first take inside the statement until `go`, and
+    refuses its second if asked to; it counts the slots each statement took."""
+
+    def __init__(self, path: Path, refuse_second: bool = False) -> None:
+        super().__init__(str(path))
+        self.counts: list[int] = []
+        self.inside, self.go = threading.Event(), threading.Event()
+        self._refuse_second = refuse_second
+
+    def take_call_slots(self, bucket: RateBucket, count: int) -> list[CallSlot]:
+        self.counts.append(count)
+        if len(self.counts) == 1:
+            self.inside.set()
+            self.go.wait(WAIT)
+        if len(self.counts) == 2 and self._refuse_second:
+            raise LedgerUnavailable("the ledger went away")
+        return super().take_call_slots(bucket, count)
+
+
+def take_behind_a_held_statement(
+    ledger: HeldLedger, queued: int
+) -> dict[int, float | BaseException]:
+    """One take held in its statement, `queued` more behind it; what each got."""
+    ledger.migrate()
+    fleet = FleetBuckets(ledger)
+    got: dict[int, float | BaseException] = {}
+
+    def take(n: int) -> None:
+        try:
+            got[n] = fleet.take(BUCKET)
+        except LedgerUnavailable as error:
+            got[n] = error
+
+    threads = [threading.Thread(target=take, args=(0,))]
+    threads[0].start()
+    assert ledger.inside.wait(WAIT)
+    for n in range(1, queued + 1):
+        threads.append(threading.Thread(target=take, args=(n,)))
+        threads[-1].start()
+    wait_until(lambda: len(fleet._waiting.get(BUCKET, [])) == queued, timeout=WAIT)
+    ledger.go.set()
+    for thread in threads:
+        thread.join(WAIT)
+    return got
+
+
+def test_takes_queued_behind_a_statement_are_made_together_in_the_next(tmp_path: Path) -> None:
+    ledger = HeldLedger(tmp_path / "ledger.db")
+    got = take_behind_a_held_statement(ledger, queued=4)
+    assert ledger.counts == [1, 4]
+    ready = sorted(value for n, value in got.items() if n > 0 and isinstance(value, float))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ready)]
+    assert gaps == pytest.approx([0.1] * 3, abs=1e-6)  # spaced as four takes in a row
+    ledger.close()
+
+
+def test_every_take_of_a_refused_statement_is_refused_and_the_next_is_made(
+    tmp_path: Path,
+) -> None:
+    ledger = HeldLedger(tmp_path / "ledger.db", refuse_second=True)
+    got = take_behind_a_held_statement(ledger, queued=3)
+    assert isinstance(got[0], float)
+    assert all(isinstance(got[n], LedgerUnavailable) for n in (1, 2, 3))
+    assert isinstance(FleetBuckets(ledger).take(BUCKET), float)
+    assert ledger.counts == [1, 3, 1]
+    ledger.close()
