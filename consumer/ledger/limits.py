@@ -99,8 +99,7 @@ class SqlLimits(SqlBackend):
             ceiling,
             spent,
         )
-        with self._transaction(write=True) as tx:
-            ((tokens, updated_at),) = tx.rows(sql, params)
+        ((tokens, updated_at),) = self._alone(sql, params, write=True)
         return float(tokens), self._from_db(updated_at)
 
     def reserve_quota(

@@ -199,13 +199,32 @@ class PostgresLedger(SqlLedger):
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[_PgTx]:
         conn = self._connection()
-        try:
+        with self._errors_mapped(conn):
             tx = _PgTx(conn)
             try:
                 yield tx
                 tx.commit()
             finally:
                 tx.close()
+
+    def _alone(self, sql: str, params: Sequence[object], write: bool) -> list[Row]:
+        """In autocommit mode: the statement is a transaction by itself, one round trip
+        where BEGIN, the statement and COMMIT were three, each of which a thread of a busy
+        worker waits to get the GIL back after (docs/benchmarks.md)."""
+        conn = self._connection()
+        with self._errors_mapped(conn):
+            conn.autocommit = True
+            try:
+                cursor = conn.execute(_placeholders(sql), params)
+                return cursor.fetchall() if cursor.description else []
+            finally:
+                conn.autocommit = False
+
+    @contextmanager
+    def _errors_mapped(self, conn: psycopg.Connection[TupleRow]) -> Iterator[None]:
+        """The `Ledger` errors for psycopg's, the transaction rolled back."""
+        try:
+            yield
         except _REFUSED as exc:  # before OperationalError, which ProgramLimitExceeded is
             self._rollback_quietly(conn)
             raise LedgerRejected(f"PostgreSQL cannot store the data: {_reason(exc)}") from exc

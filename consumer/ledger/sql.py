@@ -149,8 +149,7 @@ class SqlLedger(
             "SELECT count(*), min(s.next_attempt_at)"
             f" FROM (SELECT i.next_attempt_at {self._ready_items}) s"
         )
-        with self._transaction(write=False) as tx:
-            ((count, oldest),) = tx.rows(sql, (vendor, self._to_db(now), limit))
+        ((count, oldest),) = self._alone(sql, (vendor, self._to_db(now), limit), write=False)
         return ReadySummary(count, None if oldest is None else self._from_db(oldest))
 
     @property
@@ -176,8 +175,7 @@ class SqlLedger(
             "SELECT min(next_poll_at) FROM jobs WHERE vendor = ? AND next_poll_at IS NOT NULL"
             f" AND (lease_until IS NULL OR lease_until <= {self.db_now})"
         )
-        with self._transaction(write=False) as tx:
-            ((due,),) = tx.rows(sql, (vendor,))
+        ((due,),) = self._alone(sql, (vendor,), write=False)
         return None if due is None else self._from_db(due)
 
     def claim_due_jobs(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.ledger.postgres import QUEUED_INSERT_ROWS
+from consumer.ledger.postgres import QUEUED_INSERT_ROWS, PostgresLedger
 from consumer.ledger.protocol import Ledger, LedgerRejected
 from consumer.ledger.sql import SqlLedger
 
@@ -63,3 +63,25 @@ def test_a_queued_statement_that_fails_fails_its_transaction(ledger: Ledger) -> 
     with sql._transaction(write=True) as tx:  # the connection is still usable
         tx.insert("chain_gaps", GAP, [(3, "after", 0)])
     assert gaps(sql) == [(1, "kept", 0), (3, "after", 0)]
+
+
+def test_a_statement_alone_is_a_transaction_of_its_own(ledger: Ledger) -> None:
+    sql = sql_ledger(ledger)
+    insert = "INSERT INTO chain_gaps (after_pos, hash, deleted) VALUES (?, ?, ?)"
+    assert sql._alone(insert + " RETURNING after_pos", (1, "a", 0), write=True) == [(1,)]
+    with pytest.raises(LedgerRejected):
+        sql._alone(insert, (2, "not Unicode: \ud800", 0), write=True)
+    read = sql._alone("SELECT after_pos, hash FROM chain_gaps", (), write=False)
+    assert [tuple(row) for row in read] == [(1, "a")]
+    # Later transactions are transactions again: what one did before failing is undone.
+    with pytest.raises(ZeroDivisionError), sql._transaction(write=True) as tx:
+        tx.many(insert, [(3, "undone", 0)])
+        tx.rows("SELECT 1")
+        1 / 0  # noqa: B018
+    assert gaps(sql) == [(1, "a", 0)]
+
+
+def test_postgresql_sends_a_statement_alone_without_begin_and_commit(ledger: Ledger) -> None:
+    if not isinstance(ledger, PostgresLedger):
+        pytest.skip("SQLite runs a statement alone in a transaction, as any other")
+    ledger._alone("VACUUM chain_gaps", (), write=True)  # refused inside a transaction block
