@@ -113,8 +113,7 @@ class FleetBuckets:
         takes: list[_Take] = []
         with self._turns:
             self._waiting.setdefault(bucket, []).append(mine)
-            while self._busy and not mine.done:
-                self._turns.wait()
+            self._turns.wait_for(lambda: mine.done or not self._busy)
             if not mine.done:  # nobody took it: this thread sends the next statement
                 self._busy = True
                 takes = self._waiting.pop(bucket)
@@ -127,8 +126,7 @@ class FleetBuckets:
 
     def pause(self, bucket: RateBucket, seconds: float) -> None:
         with self._turns:
-            while self._busy:
-                self._turns.wait()
+            self._turns.wait_for(lambda: not self._busy)
             self._busy = True
         try:
             self._ledger.pause_bucket(bucket, seconds)
@@ -169,8 +167,6 @@ class CallGate:
             for operation, rate in rates.items()
             if rate is not None
         }
-        # The slots' own spacing, a little over the vendor's interval (`RATE_HEADROOM`).
-        self._intervals = {op: 1.0 / bucket.rate_per_second for op, bucket in self._buckets.items()}
         self._lock = threading.Lock()
         self._left_at: dict[str, float] = {}  # when the last call of an operation left
         self._paused_until: dict[str, float] = {}
@@ -186,10 +182,10 @@ class CallGate:
             if bucket is not None:
                 ready = self._take(bucket)
                 self._wait(ready - self._clock.monotonic())
-                if self._woke_late(operation, ready) and forfeits < MAX_FORFEITS:
+                if self._woke_late(bucket, ready) and forfeits < MAX_FORFEITS:
                     forfeits += 1
                     continue
-                self._keep_interval(operation)
+                self._keep_interval(bucket)
             if self._pause_count(operation) == pauses:
                 return
             # A 429 came while this call waited for its slot: the slot is forfeit.
@@ -210,14 +206,16 @@ class CallGate:
         except LedgerUnavailable as error:  # this process still holds back; replicas may not
             log.warning("could not pause %s %s for the fleet: %s", self._vendor, operation, error)
 
-    def _woke_late(self, operation: str, ready: float) -> bool:
+    def _woke_late(self, bucket: RateBucket, ready: float) -> bool:
         late = self._clock.monotonic() - ready
-        return late > LATE_LIMIT_INTERVALS * self._intervals[operation]
+        return late > LATE_LIMIT_INTERVALS / bucket.rate_per_second
 
-    def _keep_interval(self, operation: str) -> None:
-        """Leave no sooner than the slots' interval after this process's last call of
-        `operation` left (a thread that woke late for its slot holds back the next)."""
-        interval = self._intervals[operation]
+    def _keep_interval(self, bucket: RateBucket) -> None:
+        """Leave no sooner than the slots' interval (the bucket's, a little over the
+        vendor's: `RATE_HEADROOM`) after this process's last call of the bucket's operation
+        left (a thread that woke late for its slot holds back the next)."""
+        operation = bucket.operation
+        interval = 1.0 / bucket.rate_per_second
         while True:
             with self._lock:
                 now = self._clock.monotonic()
