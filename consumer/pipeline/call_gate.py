@@ -14,11 +14,12 @@ it), which holds it back:
   milliseconds late (measured: p99 9 ms, at worst 42 ms, with 60 threads on 2 cores), and
   leave just before the next slot's thread: a pair that a vendor counting strictly
   (Monetate's status checks) refuses with 429, each 429 pausing the operation for a
-  second. So no two calls of a rated operation leave this process closer together than the
-  slots' interval (`1 / (rate * RATE_HEADROOM)`), measured as they leave: threads that
-  catch up after a stall leave at the bucket's pace, not back to back at the vendor's
-  limit, where any jitter on the way makes a strict vendor's count overflow (measured: 1-3
-  refused checks a run in one PostgreSQL process); and a thread that wakes more than
+  second. So the calls of a rated operation leave this process in turns the slots'
+  interval apart (`1 / (rate * RATE_HEADROOM)`): threads that catch up after a stall
+  leave at the bucket's pace, not back to back at the vendor's limit, where any jitter on
+  the way makes a strict vendor's count overflow (measured: 1-3 refused checks a run in
+  one PostgreSQL process); a call that leaves late does not delay the turns after it,
+  which would lose the delay from the rate for good; and a thread that wakes more than
   an interval after its slot gives the slot up and takes another (at most `MAX_FORFEITS`
   times a call), since the next slot may be another replica's, whose call this process
   cannot hold back (see docs/benchmarks.md);
@@ -168,7 +169,7 @@ class CallGate:
             if rate is not None
         }
         self._lock = threading.Lock()
-        self._left_at: dict[str, float] = {}  # when the last call of an operation left
+        self._next_departure: dict[str, float] = {}  # earliest the next call of each may leave
         self._paused_until: dict[str, float] = {}
         self._pauses: dict[str, int] = {}  # 429s seen per operation
 
@@ -212,18 +213,18 @@ class CallGate:
 
     def _keep_interval(self, bucket: RateBucket) -> None:
         """Leave no sooner than the slots' interval (the bucket's, a little over the
-        vendor's: `RATE_HEADROOM`) after this process's last call of the bucket's operation
-        left (a thread that woke late for its slot holds back the next)."""
-        operation = bucket.operation
+        vendor's: `RATE_HEADROOM`) after the departure this process's previous call of the
+        bucket's operation was given. Departures are given in turn, each an interval after
+        the one before, whenever its thread then wakes: counting from when the previous
+        call actually left would add every thread's wake-up delay to the interval and lose
+        that share of the rate for good (measured: 88-93 Voyado calls/s of the bucket's 95
+        in one SQLite worker)."""
         interval = 1.0 / bucket.rate_per_second
-        while True:
-            with self._lock:
-                now = self._clock.monotonic()
-                last = self._left_at.get(operation)
-                if last is None or now - last >= interval:
-                    self._left_at[operation] = now
-                    return
-            self._wait(last + interval - now)
+        with self._lock:
+            now = self._clock.monotonic()
+            departure = max(now, self._next_departure.get(bucket.operation, now))
+            self._next_departure[bucket.operation] = departure + interval
+        self._wait(departure - now)
 
     def _pause_count(self, operation: str) -> int:
         with self._lock:

@@ -57,7 +57,8 @@ class Dispatcher(VendorLoop):
         self._health.hold_back_while_down(self._stop)
         now = self._clock.now()
         claim_size = self._settings.items_per_claim
-        wait = self._seconds_until_batch_due(now, claim_size)
+        # A claim of one item is due whenever an item is ready: the claim itself tells.
+        wait = self._seconds_until_batch_due(now, claim_size) if claim_size > 1 else 0.0
         if wait > 0:
             self._refresh_quota_gauge(now)
             return wait
@@ -68,6 +69,7 @@ class Dispatcher(VendorLoop):
             self.vendor, now, claim_size, self._owner, now + timedelta(seconds=lease)
         )
         if not items:
+            self._refresh_quota_gauge(now)
             return IDLE_WAIT_SECONDS
         reservation, held = self._reserve_quota(items)
         if not held:

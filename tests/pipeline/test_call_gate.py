@@ -1,6 +1,7 @@
 """The fleet's buckets as one process's call slots share them (`FleetBuckets`): takes that
 queue behind a statement are made together in the next one, over a real SQLite ledger
-whose first statement the test holds."""
+whose first statement the test holds; and the gate's spacing of one process's departures
+(`CallGate`), on the test's clock."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from consumer.ledger import LedgerUnavailable
 from consumer.ledger.limit_records import CallSlot, RateBucket
 from consumer.ledger.sqlite import SqliteLedger
-from consumer.pipeline.call_gate import FleetBuckets
+from consumer.pipeline.call_gate import RATE_HEADROOM, CallGate, FleetBuckets
+from consumer.vendors.voyado import VoyadoSettings
+from tests.support.clock import START, ManualClock
 from tests.support.waiting import wait_until
 
 WAIT = 10.0
@@ -86,4 +90,46 @@ def test_every_take_of_a_refused_statement_is_refused_and_the_next_is_made(
     assert all(isinstance(got[n], LedgerUnavailable) for n in (1, 2, 3))
     assert isinstance(FleetBuckets(ledger).take(BUCKET), float)
     assert ledger.counts == [1, 3, 1]
+    ledger.close()
+
+
+class FullBucketLedger(SqliteLedger):
+    """A SQLite ledger whose bucket always has the slots asked for: the gate's own spacing
+    of departures is then all that holds calls back."""
+
+    def take_call_slots(self, bucket: RateBucket, count: int) -> list[CallSlot]:
+        return [CallSlot(0.0, START)] * count
+
+
+class LateWaking(threading.Event):
+    """A stop event whose waits move the test's clock, and wake `late` after they should."""
+
+    def __init__(self, clock: ManualClock, late: float) -> None:
+        super().__init__()
+        self._clock, self._late = clock, late
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self._clock.advance(timeout + self._late)
+        return False
+
+
+def test_departures_keep_their_turns_when_threads_wake_late(tmp_path: Path) -> None:
+    """Each call leaves no sooner than the slots' interval after the previous one's turn,
+    and a thread that wakes late does not push every later turn back."""
+    clock = ManualClock()
+    late = 0.002
+    settings = VoyadoSettings(
+        base_url="http://127.0.0.1:9", api_key=SecretStr("key"), rate_per_second=10
+    )
+    ledger = FullBucketLedger(str(tmp_path / "ledger.db"))
+    gate = CallGate(settings, FleetBuckets(ledger, clock), clock, LateWaking(clock, late))
+    departures = []
+    for _ in range(10):
+        gate.enter("submit")
+        departures.append(clock.monotonic())
+    interval = 1 / (10 * RATE_HEADROOM)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(departures)]
+    assert min(gaps) >= interval - late - 1e-9
+    assert departures[-1] - departures[0] == pytest.approx(9 * interval + late)
     ledger.close()
