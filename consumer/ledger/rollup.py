@@ -21,6 +21,9 @@ def vendor_scope_status(item_statuses: Collection[Status]) -> Status:
     """
     if not item_statuses:
         raise ValueError("a vendor scope has at least one item")
+    if len(item_statuses) == 1:  # most scopes: one identifier at the vendor
+        (status,) = item_statuses
+        return status
     if any(not status.is_terminal for status in item_statuses):
         return max(
             (status if not status.is_terminal else Status.IN_PROGRESS for status in item_statuses),

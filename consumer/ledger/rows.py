@@ -102,6 +102,9 @@ def _id_stream(chunk: int) -> Iterator[str]:
 
 # Status values by member: `member.value` goes through the enum descriptor, ~3x slower.
 _VALUE: dict[Status, str] = {status: status.value for status in Status}
+# Members by value: `Status(value)` goes through the enum's call machinery, ~5x slower, and
+# a roll-up converts every item and scope of the requests a change touched.
+_STATUS_OF: dict[str, Status] = {status.value: status for status in Status}
 _QUEUED = Status.QUEUED
 _SKIPPED = Status.SKIPPED
 _RECEIVED = Status.RECEIVED.value
@@ -233,14 +236,15 @@ def roll_up(
     by_scope: defaultdict[tuple[str, str], list[Row]] = defaultdict(list)
     for row in items:
         by_scope[row[0], row[1]].append(row)
+    status_of = _STATUS_OF
     vendors: defaultdict[str, dict[str, Status]] = defaultdict(dict)
     for rid, vendor, status in scopes:
-        vendors[rid][vendor] = Status(status)
+        vendors[rid][vendor] = status_of[status]
     # Scopes as last emitted, before this change: an open one in a FAILED request was requeued.
-    was_open = {rid for rid, _, status in scopes if not Status(status).is_terminal}
+    was_open = {rid for rid, _, status in scopes if not status_of[status].is_terminal}
     out = RollUp()
     for (rid, vendor), rows in sorted(by_scope.items()):
-        new = vendor_scope_status([Status(row[2]) for row in rows])
+        new = vendor_scope_status([status_of[row[2]] for row in rows])
         current = vendors[rid].get(vendor)
         if is_forward(current, new):
             vendors[rid][vendor] = new

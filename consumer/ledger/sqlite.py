@@ -97,6 +97,8 @@ def _connect(path: str) -> sqlite3.Connection:
     try:
         _enable_wal(conn)
         conn.execute("PRAGMA synchronous = FULL")
+        # The group commit makes the checkpoints, off the commit path (`sqlite_writer`).
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute("PRAGMA foreign_keys = ON")
         # Freed space is zeroed, so an identity value that minimisation or retention removed
         # (or an older copy of a row that moved) is gone from the file's bytes; on every

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.ledger import LedgerUnavailable
+from consumer.ledger import LedgerUnavailable, sqlite_writer
 from consumer.ledger.sqlite import _connect
 from consumer.ledger.sqlite_writer import FileWriter, release, writer_for
 from tests.support.waiting import wait_until
@@ -45,6 +45,7 @@ def db(tmp_path: Path) -> Iterator[Path]:
     conn = _connect(str(path))
     conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
     conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE blobs (b BLOB)")
     conn.execute(
         "CREATE TABLE child (parent_id INTEGER REFERENCES parent (id)"
         " DEFERRABLE INITIALLY DEFERRED)"
@@ -195,3 +196,42 @@ def test_the_process_has_one_writer_per_file_until_the_last_user_releases_it(
     release(str(db), second)
     assert writer_for(str(db), connect) is not first  # closed with its last user
     release(str(tmp_path / "other.db"), other)
+
+
+class HeldCheckpoint:
+    """Connects the writer; the checkpoint a connection starts is held until `go`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.inside, self.go = threading.Event(), threading.Event()
+
+    def connect(self) -> sqlite3.Connection:
+        conn = _connect(str(self.path))
+        conn.set_trace_callback(self._seen)
+        return conn
+
+    def _seen(self, statement: str) -> None:
+        if "wal_checkpoint" in statement:
+            self.inside.set()
+            self.go.wait(WAIT)
+
+
+def test_commits_copy_no_log_and_a_checkpoint_holds_up_no_other_writer(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_SECONDS", 3600.0)
+    held = HeldCheckpoint(db)
+    writer = FileWriter(held.connect)
+    first = threading.Thread(target=insert, args=(writer, 1))
+    first.start()
+    assert held.inside.wait(WAIT), "the first commit makes the first checkpoint"
+    insert(writer, 2)  # while that checkpoint is held
+    assert committed(db) == [1, 2]
+    held.go.set()
+    first.join(WAIT)
+    megabyte = b"x" * 2**20
+    for _ in range(6):  # more than SQLite's own checkpoint threshold (1,000 pages: 4 MB)
+        with writer.transaction(WAIT) as conn:
+            conn.execute("INSERT INTO blobs (b) VALUES (?)", (megabyte,))
+    assert Path(f"{db}-wal").stat().st_size > 6 * 2**20, "a commit copied the log"
+    writer.close()
