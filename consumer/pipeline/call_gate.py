@@ -18,8 +18,9 @@ it), which holds it back:
   interval apart (`1 / (rate * RATE_HEADROOM)`): threads that catch up after a stall
   leave at the bucket's pace, not back to back at the vendor's limit, where any jitter on
   the way makes a strict vendor's count overflow (measured: 1-3 refused checks a run in
-  one PostgreSQL process); a call that leaves late does not delay the turns after it,
-  which would lose the delay from the rate for good; and a thread that wakes more than
+  one PostgreSQL process); a call that leaves late holds the next one back to the
+  vendor's interval only, and the turns after it catch up (adding each delay to the
+  interval lost it from the rate for good); and a thread that wakes more than
   an interval after its slot gives the slot up and takes another (at most `MAX_FORFEITS`
   times a call), since the next slot may be another replica's, whose call this process
   cannot hold back (see docs/benchmarks.md);
@@ -169,7 +170,8 @@ class CallGate:
             if rate is not None
         }
         self._lock = threading.Lock()
-        self._next_departure: dict[str, float] = {}  # earliest the next call of each may leave
+        self._next_turn: dict[str, float] = {}  # the next call's turn, per operation
+        self._left_at: dict[str, float] = {}  # when the last call of an operation left
         self._paused_until: dict[str, float] = {}
         self._pauses: dict[str, int] = {}  # 429s seen per operation
 
@@ -212,19 +214,31 @@ class CallGate:
         return late > LATE_LIMIT_INTERVALS / bucket.rate_per_second
 
     def _keep_interval(self, bucket: RateBucket) -> None:
-        """Leave no sooner than the slots' interval (the bucket's, a little over the
-        vendor's: `RATE_HEADROOM`) after the departure this process's previous call of the
-        bucket's operation was given. Departures are given in turn, each an interval after
-        the one before, whenever its thread then wakes: counting from when the previous
-        call actually left would add every thread's wake-up delay to the interval and lose
-        that share of the rate for good (measured: 88-93 Voyado calls/s of the bucket's 95
-        in one SQLite worker)."""
+        """Leave at this call's turn, and no sooner than the vendor's interval after the
+        process's last call of the operation actually left. Turns are the slots' interval
+        apart (the bucket's, a little over the vendor's: `RATE_HEADROOM`), counted from
+        the turn before, not from when that call left: counting from the departure added
+        every thread's wake-up delay to the interval and lost that share of the rate for
+        good (measured: 88-93 Voyado calls/s of the bucket's 95 in one SQLite worker).
+        A call that leaves late still holds the next one back to the vendor's interval
+        (one PostgreSQL worker had 5 refused Monetate checks in a run without that), and
+        the turns after it catch up."""
+        operation = bucket.operation
         interval = 1.0 / bucket.rate_per_second
+        vendor_interval = interval * RATE_HEADROOM
         with self._lock:
             now = self._clock.monotonic()
-            departure = max(now, self._next_departure.get(bucket.operation, now))
-            self._next_departure[bucket.operation] = departure + interval
-        self._wait(departure - now)
+            turn = max(now, self._next_turn.get(operation, now))
+            self._next_turn[operation] = turn + interval
+        while True:
+            with self._lock:
+                now = self._clock.monotonic()
+                last = self._left_at.get(operation)
+                ready = turn if last is None else max(turn, last + vendor_interval)
+                if now >= ready:
+                    self._left_at[operation] = now
+                    return
+            self._wait(ready - now)
 
     def _pause_count(self, operation: str) -> int:
         with self._lock:

@@ -102,34 +102,54 @@ class FullBucketLedger(SqliteLedger):
 
 
 class LateWaking(threading.Event):
-    """A stop event whose waits move the test's clock, and wake `late` after they should."""
+    """A stop event whose waits move the test's clock, each waking as late as `late` says
+    (in turn; then as late as the last)."""
 
-    def __init__(self, clock: ManualClock, late: float) -> None:
+    def __init__(self, clock: ManualClock, *late: float) -> None:
         super().__init__()
-        self._clock, self._late = clock, late
+        self._clock, self._late = clock, list(late)
 
     def wait(self, timeout: float | None = None) -> bool:
         assert timeout is not None
-        self._clock.advance(timeout + self._late)
+        late = self._late.pop(0) if len(self._late) > 1 else self._late[0]
+        self._clock.advance(timeout + late)
         return False
 
 
-def test_departures_keep_their_turns_when_threads_wake_late(tmp_path: Path) -> None:
-    """Each call leaves no sooner than the slots' interval after the previous one's turn,
-    and a thread that wakes late does not push every later turn back."""
+def departures(tmp_path: Path, *late: float) -> list[float]:
+    """When ten calls of one thread left a gate at 10 calls/s whose waits wake `late`."""
     clock = ManualClock()
-    late = 0.002
     settings = VoyadoSettings(
         base_url="http://127.0.0.1:9", api_key=SecretStr("key"), rate_per_second=10
     )
     ledger = FullBucketLedger(str(tmp_path / "ledger.db"))
-    gate = CallGate(settings, FleetBuckets(ledger, clock), clock, LateWaking(clock, late))
-    departures = []
+    gate = CallGate(settings, FleetBuckets(ledger, clock), clock, LateWaking(clock, *late))
+    left = []
     for _ in range(10):
         gate.enter("submit")
-        departures.append(clock.monotonic())
-    interval = 1 / (10 * RATE_HEADROOM)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(departures)]
-    assert min(gaps) >= interval - late - 1e-9
-    assert departures[-1] - departures[0] == pytest.approx(9 * interval + late)
+        left.append(clock.monotonic())
     ledger.close()
+    return left
+
+
+INTERVAL = 1 / (10 * RATE_HEADROOM)  # the slots' interval at 10 calls/s
+
+
+def test_departures_keep_their_turns_when_threads_wake_late(tmp_path: Path) -> None:
+    """Every wait wakes 2 ms late: each call leaves at its turn plus those 2 ms, turns an
+    interval apart, so the delays do not add up."""
+    left = departures(tmp_path, 0.002)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(left)]
+    assert min(gaps) >= INTERVAL - 1e-9
+    assert left[-1] - left[0] == pytest.approx(9 * INTERVAL + 0.002)
+
+
+def test_a_late_call_holds_the_next_to_the_vendors_interval_then_turns_catch_up(
+    tmp_path: Path,
+) -> None:
+    """The first wait wakes 30 ms late, the others on time: the next call still leaves a
+    vendor's interval (0.1 s) after the late one, and the turns after catch up."""
+    left = departures(tmp_path, 0.03, 0.0)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(left)]
+    assert min(gaps) >= 0.1 - 1e-9
+    assert left[-1] - left[0] == pytest.approx(9 * INTERVAL)
