@@ -22,9 +22,10 @@ one worker at 100 Voyado calls/s, such commits took 180 ms to 1.2 s, and every l
 records and claims waited (the Voyado rate fell by 10-20% in a run). So the connections
 make no such checkpoints (`wal_autocheckpoint = 0`, see `consumer.ledger.sqlite`), and
 the writer that commits once `CHECKPOINT_SECONDS` have passed since the last checkpoint
-makes a passive one, on a connection of its own, after it has let the next writer in: it
-copies what it can without waiting for readers or writers, so only that one caller waits
-for it. A checkpoint that fails leaves the log to the next one.
+starts a passive one, on a connection and in a thread of its own: it copies what it can
+without waiting for readers or writers, and no caller waits for it (a caller may hold what
+others wait for: a rate bucket's statement). A checkpoint that fails leaves the log to
+the next one.
 """
 
 from __future__ import annotations
@@ -189,16 +190,20 @@ class FileWriter:
         commit.finish(error)
 
     def _checkpoint_if_due(self) -> None:
-        """A passive checkpoint, if one is due and no other writer is making one."""
+        """Start a passive checkpoint, if one is due and none is under way."""
         now = SYSTEM_CLOCK.monotonic()
         if now < self._next_checkpoint or not self._checkpointing.acquire(blocking=False):
             return
+        self._next_checkpoint = now + CHECKPOINT_SECONDS
+        threading.Thread(target=self._checkpoint, name="sqlite-checkpoint", daemon=True).start()
+
+    def _checkpoint(self) -> None:
+        """Copy the log into the file; runs holding `_checkpointing`, which it releases."""
         try:
-            self._next_checkpoint = now + CHECKPOINT_SECONDS
             if self._checkpointer is None:
                 self._checkpointer = self._connect()
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as error:
+        except Exception as error:  # whatever it was, the next checkpoint tries again
             log.warning(
                 "SQLite ledger: the write-ahead log was not copied into the file (tried"
                 " again within %g s): %s",

@@ -57,8 +57,7 @@ class Dispatcher(VendorLoop):
         self._health.hold_back_while_down(self._stop)
         now = self._clock.now()
         claim_size = self._settings.items_per_claim
-        # A claim of one item is due whenever an item is ready: the claim itself tells.
-        wait = self._seconds_until_batch_due(now, claim_size) if claim_size > 1 else 0.0
+        wait = self._seconds_until_batch_due(now, claim_size)
         if wait > 0:
             self._refresh_quota_gauge(now)
             return wait
@@ -107,6 +106,8 @@ class Dispatcher(VendorLoop):
             VENDOR_QUOTA_REMAINING.labels(vendor=self.vendor).set(max(0, limit - used))
 
     def _seconds_until_batch_due(self, now: datetime, batch_size: int) -> float:
+        if batch_size == 1:
+            return 0.0  # due whenever an item is ready: the claim itself tells, no count first
         ready = self._ledger.ready_items(self.vendor, now, batch_size)
         if ready.count == 0 or ready.oldest_ready_at is None:
             return IDLE_WAIT_SECONDS

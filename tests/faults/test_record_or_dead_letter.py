@@ -184,9 +184,12 @@ def test_any_message_is_recorded_or_rejected_with_a_reason(ledger: Ledger) -> No
     outcomes: Counter[str] = Counter()
 
     # One ledger for all examples (a database per example would cost more than the test).
+    # Derandomized: the counts below are of a fixed set of examples, not of a random draw
+    # (one draw in many dozens of runs recorded only 28 messages).
     @settings(
         max_examples=200,
         deadline=None,
+        derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(messages)

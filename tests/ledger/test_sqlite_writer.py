@@ -198,19 +198,15 @@ def test_the_process_has_one_writer_per_file_until_the_last_user_releases_it(
     release(str(tmp_path / "other.db"), other)
 
 
-class HeldCheckpoint:
+class HeldCheckpoint(Commits):
     """Connects the writer; the checkpoint a connection starts is held until `go`."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        super().__init__(path)
         self.inside, self.go = threading.Event(), threading.Event()
 
-    def connect(self) -> sqlite3.Connection:
-        conn = _connect(str(self.path))
-        conn.set_trace_callback(self._seen)
-        return conn
-
     def _seen(self, statement: str) -> None:
+        super()._seen(statement)
         if "wal_checkpoint" in statement:
             self.inside.set()
             self.go.wait(WAIT)

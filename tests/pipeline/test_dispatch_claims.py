@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.ledger import Ledger
 from consumer.ledger.records import ReadySummary
 from consumer.model import Status
 from consumer.pipeline.dispatch import IDLE_WAIT_SECONDS, Dispatcher
@@ -26,7 +27,9 @@ VOYADO = VoyadoHarness()
 class CountedLedger(SharedLedger):
     """The rig's ledger, counting the ready-item checks made through it."""
 
-    ready_checks = 0
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__([ledger])
+        self.ready_checks = 0
 
     def ready_items(self, vendor: str, now: datetime, limit: int) -> ReadySummary:
         self.ready_checks += 1
@@ -34,7 +37,7 @@ class CountedLedger(SharedLedger):
 
 
 def counted_dispatcher(rig: VendorRig) -> tuple[Dispatcher, CountedLedger]:
-    ledger = CountedLedger([rig.ledger])
+    ledger = CountedLedger(rig.ledger)
     parts = VendorLoopParts(
         rig.settings, ledger, rig.adapter, "me", rig.clock, rig.health, rig.stop
     )
