@@ -15,9 +15,7 @@ from consumer.ledger.records import (
     RequestTrail,
     VendorTrail,
 )
-from consumer.ledger.rows import (
-    Row,
-)
+from consumer.ledger.rows import STATUS_OF, Row
 from consumer.model import Regulation, Status, StatusEvent
 
 _EVENT_SELECT = (
@@ -50,8 +48,8 @@ class SqlQueries(SqlBackend):
             event_id,
             rid,
             vendor,
-            Status(status),
-            None if previous is None else Status(previous),
+            STATUS_OF[status],
+            None if previous is None else STATUS_OF[previous],
             vendor_job_id,
             self._from_db(changed_at),
             detail,

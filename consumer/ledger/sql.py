@@ -39,6 +39,7 @@ from consumer.ledger.rows import (
     ITEM_COLUMNS,
     REQUEST_COLUMNS,
     SCOPE_COLUMNS,
+    STATUS_OF,
     Row,
     plan_records,
     roll_up,
@@ -239,7 +240,7 @@ class SqlLedger(
             regulation=Regulation(row[6]),
             requested_at=self._from_db(row[7]),
             attempts=row[8],
-            status=Status(row[9]),
+            status=STATUS_OF[row[9]],
         )
 
     def apply(self, change: Change, now: datetime) -> Applied:
@@ -320,7 +321,7 @@ class SqlLedger(
             f" ORDER BY r.request_id{self.lock_rows}",
             (self._array(item_ids),),
         )
-        return {rid: Status(status) for rid, status in rows}
+        return {rid: STATUS_OF[status] for rid, status in rows}
 
     def _insert_job(self, tx: Tx, job: NewJob, at: object) -> None:
         ((job_id,),) = tx.rows(
