@@ -15,9 +15,10 @@ Monetate and Acquia CDP) are produced, and the run ends when the status topic ho
 terminal status for every request.
 
 Reported per vendor operation, from the sandboxes' own logs (`bench.throughput_stats`):
-calls, configured rate, achieved calls/s, busiest second, limit violations, and the floor
-those calls allow; per run, the wall time against the largest floor (the least time the
-configured rates allow) and Monetate's status checks per customer id. And where the CPU
+calls, configured rate, achieved calls/s, busiest second, limit violations, the floor
+those calls allow, and the calls in each second (where a rate was lost); per run, the wall
+time against the largest floor (the least time the configured rates allow) and Monetate's
+status checks per customer id. And where the CPU
 went over the backfill (`bench.cpu_time`): the cores the workers kept busy and their CPU
 per vendor call (steadier than a rate on a shared machine), PostgreSQL's backends, and the
 whole machine, which tells whether a rate was bound by the machine or by the worker.
@@ -265,6 +266,10 @@ def print_run(result: dict[str, Any]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print("  calls in each second from the first, rated operations:")
+    for fig in result["_figures"]:
+        if fig.rate is not None and fig.calls > 1:
+            print(f"  {fig.vendor} {fig.name}: {' '.join(map(str, fig.per_second))}")
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ from the first to the last), the busiest second, and violations: calls that made
 answers logged after a latency), plus every call the sandbox itself refused with 429 (the
 Monetate sandbox enforces its status rate). The floor is the least time the configured rates
 allow the operation's calls: `calls / rate`, plus, for status checks, the flush interval
-and first poll delay that must pass before the first check can be made.
+and first poll delay that must pass before the first check can be made. And the calls in
+each whole second from the first call (`per_second`): where a rate was lost, the ramp,
+the dips, the tail.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class OperationFigures:
     violations: int
     refused: int
     floor_seconds: float
+    per_second: tuple[int, ...]
 
     def as_row(self) -> list[str]:
         rate = "-" if self.rate is None else f"{self.rate:g}"
@@ -74,7 +77,19 @@ def figures(operation: Operation, log: Sequence[Call]) -> OperationFigures:
         0 if rate is None else excess_calls(stamps, rate),
         sum(1 for call in calls if call.status == 429),
         floor,
+        per_second(stamps),
     )
+
+
+def per_second(stamps: Sequence[float]) -> tuple[int, ...]:
+    """Calls in each whole second from the first (stamps in any order)."""
+    if not stamps:
+        return ()
+    first = min(stamps)
+    counts = [0] * (int(max(stamps) - first) + 1)
+    for stamp in stamps:
+        counts[int(stamp - first)] += 1
+    return tuple(counts)
 
 
 def busiest_second(stamps: Sequence[float]) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from bench.throughput_stats import Operation, busiest_second, excess_calls, figures
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench.throughput_stats import Operation, busiest_second, excess_calls, figures, per_second
 from devtools.sandbox.routing import Call
 
 
@@ -29,3 +32,16 @@ def test_figures_of_one_operation() -> None:
     assert (fig.calls, fig.refused, fig.violations) == (4, 1, 0)
     assert fig.achieved == 3.0  # 3 intervals in 1 s
     assert fig.floor_seconds == 4 / 2.0 + 1.0
+
+
+def test_calls_are_counted_in_each_whole_second_from_the_first() -> None:
+    assert per_second([3.5, 0.0, 0.5, 1.5, 1.25]) == (2, 2, 0, 1)  # in any order
+    assert per_second([5.0]) == (1,)
+    assert per_second([]) == ()
+
+
+@given(st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1))
+def test_every_call_is_in_one_second_and_the_last_second_has_the_last(stamps: list[float]) -> None:
+    counts = per_second(stamps)
+    assert sum(counts) == len(stamps)
+    assert counts[-1] > 0
