@@ -18,10 +18,10 @@ Reported per vendor operation, from the sandboxes' own logs (`bench.throughput_s
 calls, configured rate, achieved calls/s, busiest second, limit violations, the floor
 those calls allow, and the calls in each second (where a rate was lost); per run, the wall
 time against the largest floor (the least time the configured rates allow) and Monetate's
-status checks per customer id. And where the CPU
-went over the backfill (`bench.cpu_time`): the cores the workers kept busy and their CPU
-per vendor call (steadier than a rate on a shared machine), PostgreSQL's backends, and the
-whole machine, which tells whether a rate was bound by the machine or by the worker.
+status checks per customer id. And where the CPU went over the backfill
+(`bench.cpu_time`): the cores the workers kept busy and their CPU per vendor call (steadier
+than a rate on a shared machine), PostgreSQL's backends, and the whole machine, which tells
+whether a rate was bound by the machine or by the worker.
 Results: a table on stdout, JSON in `bench/results/throughput.json`.
 """
 
