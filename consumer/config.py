@@ -165,6 +165,12 @@ class VendorSettings(_Settings):
         """Status calls per second the vendor allows (all replicas together), or None."""
         return None
 
+    def rate_counted_per_call(self, operation: str) -> bool:
+        """Whether the vendor itself refuses (429) a call of `operation` that comes less
+        than its rate's interval after the one before, so that the jitter of arrivals
+        costs refusals; otherwise the configured rate is a budget per second."""
+        return False
+
     def next_poll_seconds(self, age_seconds: float, settled_some: bool) -> float:
         """When to poll a job again that this poll left open (`age_seconds` after it was
         submitted; `settled_some`: the poll settled some of its items)."""

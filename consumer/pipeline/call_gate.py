@@ -15,7 +15,7 @@ it), which holds it back:
   leave just before the next slot's thread: a pair that a vendor counting strictly
   (Monetate's status checks) refuses with 429, each 429 pausing the operation for a
   second. So the calls of a rated operation leave this process in turns the slots'
-  interval apart (`1 / (rate * RATE_HEADROOM)`): threads that catch up after a stall
+  interval apart (`1 / (rate * rate_headroom)`): threads that catch up after a stall
   leave at the bucket's pace, not back to back at the vendor's limit, where any jitter on
   the way makes a strict vendor's count overflow (measured: 1-3 refused checks a run in
   one PostgreSQL process); a call that leaves late holds the next one back to the
@@ -49,14 +49,20 @@ log = logging.getLogger(__name__)
 
 PAUSE_WITHOUT_RETRY_AFTER_SECONDS = 1.0
 """How long a 429 that names no Retry-After pauses its operation."""
-RATE_HEADROOM = 0.95
-"""Share of a configured rate the gate hands out. Slots are spaced on the database's clock,
-but each call leaves after a local sleep and crosses the network, so arrivals at the vendor
-are spaced less evenly than the slots; a vendor that counts arrivals strictly (Monetate: at
-most one status check per second) would see that jitter as a burst over its limit."""
+RATE_HEADROOM = 0.98
+"""Share of a configured rate the gate hands out, when the rate is a budget per second (no
+vendor refuses a call for coming early: Voyado documents no limit). Slots are spaced on the
+database's clock, but calls leave after a local sleep, late ones catching up at the rate's
+interval, so a second can hold a call or two more than its slots: at the whole rate one
+SQLite worker's busiest second had 101-103 Voyado calls of 100 (docs/benchmarks.md)."""
+STRICT_RATE_HEADROOM = 0.95
+"""Share of a configured rate the gate hands out when the vendor counts every call against
+it (`VendorSettings.rate_counted_per_call`; Monetate's status checks): arrivals are spaced
+less evenly than the slots, and a vendor counting strictly sees that jitter as a burst over
+its limit."""
 LATE_LIMIT_INTERVALS = 1.0
 """How late (in slot intervals) a thread may wake for its slot and still use it. Slots
-are more than the vendor's interval apart (`RATE_HEADROOM`), so calls that each leave within an
+are more than the vendor's interval apart (`rate_headroom`), so calls that each leave within an
 interval of their slot never bunch beyond one early call, which a vendor that counts
 strictly still allows (a burst of two); a stricter limit forfeits many slots in a busy
 process (measured: half an interval cost one PostgreSQL worker 15% of Voyado's rate)."""
@@ -65,6 +71,13 @@ MAX_FORFEITS = 3
 that long still makes progress (and a strict vendor's 429 then slows it)."""
 LEDGER_DOWN_RETRY_SECONDS = 5.0
 """When the calls of a batch refused for want of the fleet's buckets are tried again."""
+
+
+def rate_headroom(settings: VendorSettings, operation: str) -> float:
+    """The share of `operation`'s configured rate that its bucket hands out."""
+    if settings.rate_counted_per_call(operation):
+        return STRICT_RATE_HEADROOM
+    return RATE_HEADROOM
 
 
 class SlotRefused(VendorRateLimited):
@@ -165,9 +178,14 @@ class CallGate:
         self._stop = stop
         rates = {"submit": settings.rate_per_second, "poll": settings.poll_rate_per_second}
         self._buckets = {
-            operation: RateBucket(self._vendor, operation, rate * RATE_HEADROOM)
+            operation: RateBucket(
+                self._vendor, operation, rate * rate_headroom(settings, operation)
+            )
             for operation, rate in rates.items()
             if rate is not None
+        }
+        self._vendor_intervals = {
+            operation: 1.0 / rate for operation, rate in rates.items() if rate is not None
         }
         self._lock = threading.Lock()
         self._next_turn: dict[str, float] = {}  # the next call's turn, per operation
@@ -216,7 +234,7 @@ class CallGate:
     def _keep_interval(self, bucket: RateBucket) -> None:
         """Leave at this call's turn, and no sooner than the vendor's interval after the
         process's last call of the operation actually left. Turns are the slots' interval
-        apart (the bucket's, a little over the vendor's: `RATE_HEADROOM`), counted from
+        apart (the bucket's, a little over the vendor's: `rate_headroom`), counted from
         the turn before, not from when that call left: counting from the departure added
         every thread's wake-up delay to the interval and lost that share of the rate for
         good (measured: 88-93 Voyado calls/s of the bucket's 95 in one SQLite worker).
@@ -225,7 +243,7 @@ class CallGate:
         the turns after it catch up."""
         operation = bucket.operation
         interval = 1.0 / bucket.rate_per_second
-        vendor_interval = interval * RATE_HEADROOM
+        vendor_interval = self._vendor_intervals[operation]
         with self._lock:
             now = self._clock.monotonic()
             turn = max(now, self._next_turn.get(operation, now))

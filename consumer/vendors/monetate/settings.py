@@ -46,6 +46,10 @@ class MonetateSettings(VendorSettings):
     def poll_rate_per_second(self) -> float | None:
         return self.status_rate_per_second
 
+    def rate_counted_per_call(self, operation: str) -> bool:
+        """Monetate's data GETs (the status checks) are rate limited call by call."""
+        return operation == "poll"
+
     def next_poll_seconds(self, age_seconds: float, settled_some: bool) -> float:
         """A poll that found ids gone goes on with the rest at once; one whose first check
         was still pending waits a quarter of the job's age, within 1 s and
