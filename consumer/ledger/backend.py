@@ -40,11 +40,11 @@ class Tx(Protocol):
         held in memory. Consume it before the transaction ends."""
 
 
-@functools.lru_cache(maxsize=16)
-def insert_sql(table: str, columns: tuple[str, ...]) -> str:
-    """INSERT of one row of `columns` (`?` placeholders)."""
-    marks = ", ".join("?" * len(columns))
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+@functools.lru_cache(maxsize=128)
+def insert_sql(table: str, columns: tuple[str, ...], rows: int = 1) -> str:
+    """INSERT of `rows` rows of `columns` (`?` placeholders), in the order given."""
+    marks = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([marks] * rows)}"
 
 
 class Conflict(Exception):
