@@ -19,7 +19,9 @@ surrogate) or over SQLite's size limit raises LedgerRejected, as PostgreSQL's re
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -57,7 +59,15 @@ class _SqliteTx:
         return self._conn.execute(sql, params).fetchall()
 
     def many(self, sql: str, params: Sequence[Sequence[object]]) -> None:
-        if params:
+        """An UPDATE of many rows joins them in a few statements, as `insert` does."""
+        if not params:
+            return
+        if len(params) > 1 and joinable_update(sql, params):
+            width = len(params[0])
+            for start, count in row_chunks(len(params), max(1, INSERT_PARAMETERS // width)):
+                values = [value for row in params[start : start + count] for value in row]
+                self._conn.execute(joined_update_sql(sql, width, count), values)
+        else:
             self._conn.executemany(sql, params)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Row]) -> None:
@@ -88,6 +98,35 @@ def row_chunks(total: int, most: int) -> Iterator[tuple[int, int]]:
         count = min(largest, 1 << ((total - start).bit_length() - 1))
         yield start, count
         start += count
+
+
+def joinable_update(sql: str, params: Sequence[Sequence[object]]) -> bool:
+    """Whether `UPDATE t SET ... WHERE ...` can take all of `params` joined as a list of
+    rows (`UPDATE ... FROM (VALUES ...)`): every `?` in its SET or WHERE clause, no quoted
+    text or subquery, and no two rows with the same WHERE parameters (rows updating one
+    target row would apply in no set order; one after the other, the last wins)."""
+    head, where_word, where = sql.partition(" WHERE ")
+    setting = head.count("?")
+    keys = {tuple(row[setting:]) for row in params}
+    return (
+        sql.startswith("UPDATE ")
+        and bool(where_word)
+        and "'" not in sql
+        and " FROM " not in sql
+        and setting + where.count("?") == len(params[0])
+        and len(keys) == len(params)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def joined_update_sql(sql: str, width: int, rows: int) -> str:
+    """`sql` (a `joinable_update`) for `rows` rows of `width` parameters: its `?`s become
+    the columns of a VALUES list joined to the target."""
+    columns = iter(range(1, width + 1))
+    joined = re.sub(r"\?", lambda _: f"v.column{next(columns)}", sql)
+    head, _, where = joined.partition(" WHERE ")
+    marks = "(" + ", ".join("?" * width) + ")"
+    return f"{head} FROM (VALUES {', '.join([marks] * rows)}) AS v WHERE {where}"
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """How the SQLite ledger writes many rows: a few multi-row statements, not one per row,
-since sqlite3 lets go of the GIL for each statement it steps (`_SqliteTx.insert`)."""
+since sqlite3 lets go of the GIL for each statement it steps (`_SqliteTx`)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,46 @@ def test_many_rows_go_in_a_few_statements_in_the_order_given(conn: sqlite3.Conne
     most = INSERT_PARAMETERS // 3
     assert len(seen) <= len(rows) // most + most.bit_length()
     assert conn.execute("SELECT n, label, blob FROM t ORDER BY rowid").fetchall() == rows
+
+
+UPDATE = "UPDATE t SET label = ?, blob = COALESCE(?, blob) WHERE n = ?"
+
+
+def filled(conn: sqlite3.Connection, count: int) -> None:
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [(n, "old", b"x") for n in range(count)])
+
+
+def test_an_update_of_many_rows_joins_them_in_a_few_statements(
+    conn: sqlite3.Connection,
+) -> None:
+    filled(conn, 3000)
+    updates = [(f"new-{n}", None if n % 2 else b"y", n) for n in range(0, 3000, 2)]
+    seen = statements_of(conn)
+    _SqliteTx(conn).many(UPDATE, updates)
+    most = INSERT_PARAMETERS // 3
+    assert len(seen) <= len(updates) // most + most.bit_length()
+    assert all(" FROM (VALUES " in statement for statement in seen)
+    got = conn.execute("SELECT n, label, blob FROM t ORDER BY n").fetchall()
+    expected = [(n, f"new-{n}", b"y") if n % 2 == 0 else (n, "old", b"x") for n in range(3000)]
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "rows"),
+    [
+        # Two rows for one target: one after the other, the last wins.
+        (UPDATE, [("first", None, 1), ("second", None, 1)]),
+        # Not an UPDATE of that shape.
+        ("UPDATE t SET label = 'fixed' WHERE n = ?", [(1,), (2,)]),
+        ("INSERT INTO t (n, label) VALUES (?, ?)", [(9, "a"), (10, "b")]),
+    ],
+)
+def test_other_statements_run_row_by_row(
+    conn: sqlite3.Connection, sql: str, rows: list[tuple[object, ...]]
+) -> None:
+    filled(conn, 3)
+    seen = statements_of(conn)
+    _SqliteTx(conn).many(sql, rows)
+    assert len(seen) == len(rows)
+    if sql == UPDATE:
+        assert conn.execute("SELECT label FROM t WHERE n = 1").fetchone() == ("second",)
