@@ -24,7 +24,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,9 +64,7 @@ class _SqliteTx:
             return
         if len(params) > 1 and joinable_update(sql, params):
             width = len(params[0])
-            for start, count in row_chunks(len(params), max(1, INSERT_PARAMETERS // width)):
-                values = [value for row in params[start : start + count] for value in row]
-                self._conn.execute(joined_update_sql(sql, width, count), values)
+            self._in_chunks(params, width, lambda rows: joined_update_sql(sql, width, rows))
         else:
             self._conn.executemany(sql, params)
 
@@ -77,10 +75,16 @@ class _SqliteTx:
         busy beside it, recording 2,000 requests row by row took 83 s instead of 0.1 s
         (docs/benchmarks.md)."""
         names = tuple(columns)
-        most = max(1, INSERT_PARAMETERS // len(names))
-        for start, count in row_chunks(len(rows), most):
+        self._in_chunks(rows, len(names), lambda count: insert_sql(table, names, count))
+
+    def _in_chunks(
+        self, rows: Sequence[Sequence[object]], width: int, sql_for: Callable[[int], str]
+    ) -> None:
+        """`rows` of `width` parameters, as many to a statement (`sql_for(count)`) as
+        `INSERT_PARAMETERS` allows."""
+        for start, count in row_chunks(len(rows), max(1, INSERT_PARAMETERS // width)):
             values = [value for row in rows[start : start + count] for value in row]
-            self._conn.execute(insert_sql(table, names, count), values)
+            self._conn.execute(sql_for(count), values)
 
     def stream(self, sql: str, params: Sequence[object] = ()) -> Iterator[Row]:
         cursor = self._conn.execute(sql, params)
@@ -107,14 +111,13 @@ def joinable_update(sql: str, params: Sequence[Sequence[object]]) -> bool:
     target row would apply in no set order; one after the other, the last wins)."""
     head, where_word, where = sql.partition(" WHERE ")
     setting = head.count("?")
-    keys = {tuple(row[setting:]) for row in params}
     return (
         sql.startswith("UPDATE ")
         and bool(where_word)
         and "'" not in sql
         and " FROM " not in sql
         and setting + where.count("?") == len(params[0])
-        and len(keys) == len(params)
+        and len({tuple(row[setting:]) for row in params}) == len(params)
     )
 
 

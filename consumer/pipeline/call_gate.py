@@ -176,17 +176,15 @@ class CallGate:
         self._fleet = fleet
         self._clock = clock
         self._stop = stop
-        rates = {"submit": settings.rate_per_second, "poll": settings.poll_rate_per_second}
+        given = {"submit": settings.rate_per_second, "poll": settings.poll_rate_per_second}
+        rates = {operation: rate for operation, rate in given.items() if rate is not None}
         self._buckets = {
             operation: RateBucket(
                 self._vendor, operation, rate * rate_headroom(settings, operation)
             )
             for operation, rate in rates.items()
-            if rate is not None
         }
-        self._vendor_intervals = {
-            operation: 1.0 / rate for operation, rate in rates.items() if rate is not None
-        }
+        self._vendor_intervals = {operation: 1.0 / rate for operation, rate in rates.items()}
         self._lock = threading.Lock()
         self._next_turn: dict[str, float] = {}  # the next call's turn, per operation
         self._left_at: dict[str, float] = {}  # when the last call of an operation left
