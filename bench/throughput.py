@@ -2,6 +2,7 @@
 allowed when every vendor answers in ~150 ms, alone and as a fleet?
 
     python -m bench.throughput [--requests 2000] [--latency-ms 150] [--job-seconds 1]
+                               [--rate-scale 1]
                                [--runs sqlite:1,postgresql:1,postgresql:3]
 
 Each run: the four vendor sandboxes, fresh, each in its own process
@@ -13,6 +14,9 @@ real processes on that ledger. Once every worker is ready, `--requests` requests
 subject with an email, every second a Voyado customer key, every fourth a customer id for
 Monetate and Acquia CDP) are produced, and the run ends when the status topic holds a
 terminal status for every request.
+`--rate-scale K` multiplies Voyado's submission rate and Monetate's status rate, and the
+calls in flight they need, by K: at rates one process cannot reach, it shows whether more
+processes on one PostgreSQL ledger finish sooner.
 
 Reported per vendor operation, from the sandboxes' own logs (`bench.throughput_stats`):
 calls, configured rate, achieved calls/s, busiest second, limit violations, the floor
@@ -73,27 +77,52 @@ VENDORS: dict[str, dict[str, Any]] = {
     "acoustic": {},
 }
 LEAD = COMMON["flush_interval_seconds"] + COMMON["first_poll_after_seconds"]
-OPERATIONS = (
-    Operation("voyado", "submit", "create-remove-customer-job", 100),
-    Operation("voyado", "poll", "job-status", None),
-    Operation("monetate", "submit", f"/data/{MONETATE_DATASET}/", 1),
-    Operation("monetate", "status", "/status/", 40, LEAD),
-    Operation("acquia_cdp", "submit", "/dataerasure", 1),
-    Operation("acoustic", "submit", "/gdpr_erasure", 1),
-    Operation("acoustic", "poll", "/gdpr_jobs/", None),
-)
+SCALED = (("voyado", "rate_per_second"), ("monetate", "status_rate_per_second"))
+"""The rates `--rate-scale` multiplies: the issue's example, the two a backfill is held to."""
+MOST_IN_FLIGHT = 64
+"""The most calls in flight a vendor's configuration allows (`VendorSettings.max_in_flight`)."""
+
+
+def scaled_vendors(scale: float) -> dict[str, dict[str, Any]]:
+    """The vendors' settings with the rates of `SCALED` times `scale`, and as many more
+    calls in flight (for the fleet), which the latency needs at those rates."""
+    out = {name: dict(settings) for name, settings in VENDORS.items()}
+    for name, key in SCALED:
+        out[name][key] = VENDORS[name][key] * scale
+        out[name]["max_in_flight"] = math.ceil(VENDORS[name]["max_in_flight"] * scale)
+    return out
+
+
+def operations(vendors: Mapping[str, Mapping[str, Any]]) -> tuple[Operation, ...]:
+    """The operations the sandboxes log, with the rates `vendors` configure."""
+    return (
+        Operation(
+            "voyado", "submit", "create-remove-customer-job", vendors["voyado"]["rate_per_second"]
+        ),
+        Operation("voyado", "poll", "job-status", None),
+        Operation("monetate", "submit", f"/data/{MONETATE_DATASET}/", 1),
+        Operation(
+            "monetate", "status", "/status/", vendors["monetate"]["status_rate_per_second"], LEAD
+        ),
+        Operation("acquia_cdp", "submit", "/dataerasure", 1),
+        Operation("acoustic", "submit", "/gdpr_erasure", 1),
+        Operation("acoustic", "poll", "/gdpr_jobs/", None),
+    )
+
+
 PG_OPTIONS = (*pg.FAST_OPTIONS, "-c max_connections=200")
 
 
 @contextlib.contextmanager
-def sandboxes(latency: float, job_seconds: float) -> Iterator[dict[str, SandboxProcess]]:
+def sandboxes(
+    latency: float, job_seconds: float, status_rate: float
+) -> Iterator[dict[str, SandboxProcess]]:
     """Every vendor's sandbox, each in its own process, started and set up, answering
-    `latency` late."""
-    rate = VENDORS["monetate"]["status_rate_per_second"]
+    `latency` late (Monetate's refusing status checks faster than `status_rate`)."""
     boxes: dict[str, SandboxProcess] = {}
     try:
         for name in MEMBERS:
-            boxes[name] = SandboxProcess(name, job_seconds, latency, rate)
+            boxes[name] = SandboxProcess(name, job_seconds, latency, status_rate)
         yield boxes
     finally:
         for box in boxes.values():
@@ -135,10 +164,11 @@ class CpuReading:
 
 def per_process(settings: Mapping[str, Any], processes: int) -> dict[str, Any]:
     """A vendor's settings for one of `processes` workers: the calls in flight the rates
-    need are the fleet's, so each process gets its share of `max_in_flight`."""
+    need are the fleet's, so each process gets its share of `max_in_flight` (at most what
+    the configuration allows)."""
     out = dict(settings)
     if "max_in_flight" in out:
-        out["max_in_flight"] = math.ceil(out["max_in_flight"] / processes)
+        out["max_in_flight"] = min(MOST_IN_FLIGHT, math.ceil(out["max_in_flight"] / processes))
     return out
 
 
@@ -149,9 +179,10 @@ def start_workers(
     topics: Topics,
     url: str,
     boxes: Mapping[str, SandboxProcess],
+    settings: Mapping[str, Mapping[str, Any]],
 ) -> list[subprocess.Popen[bytes]]:
     vendors = {
-        name: box.section({**COMMON, **per_process(VENDORS[name], count)})
+        name: box.section({**COMMON, **per_process(settings[name], count)})
         for name, box in boxes.items()
     }
     workers = []
@@ -208,13 +239,15 @@ def run(
     requests = list(samples.requests)
     topics = Topics.unique("bench")
     create_worker_topics(bootstrap, topics)
+    vendors = scaled_vendors(args.rate_scale)
+    status_rate = vendors["monetate"]["status_rate_per_second"]
     with (
-        sandboxes(args.latency_ms / 1000, args.job_seconds) as boxes,
+        sandboxes(args.latency_ms / 1000, args.job_seconds, status_rate) as boxes,
         tempfile.TemporaryDirectory() as work,
     ):
         for box in boxes.values():
             box.seed([(identity.type, identity.value) for identity in samples.known])
-        workers = start_workers(processes, Path(work), bootstrap, topics, url, boxes)
+        workers = start_workers(processes, Path(work), bootstrap, topics, url, boxes, vendors)
         reader = TopicReader(bootstrap, topics.status)
         try:
             before = CpuReading.now(workers, url)
@@ -227,7 +260,7 @@ def run(
             for process in workers:
                 devstack.stop_worker(process)
         logs = {name: box.calls() for name, box in boxes.items()}
-        figs = [figures(op, logs[op.vendor]) for op in OPERATIONS]
+        figs = [figures(op, logs[op.vendor]) for op in operations(vendors)]
     floor = max(fig.floor_seconds for fig in figs)
     calls = max(1, sum(fig.calls for fig in figs))
     status = next(fig for fig in figs if fig.vendor == "monetate" and fig.name == "status")
@@ -236,6 +269,7 @@ def run(
         "processes": processes,
         "requests": args.requests,
         "latency_ms": args.latency_ms,
+        "rate_scale": args.rate_scale,
         "wall_seconds": wall,
         "floor_seconds": floor,
         "monetate_ids": monetate_ids(requests),
@@ -248,7 +282,8 @@ def run(
 
 def print_run(result: dict[str, Any]) -> None:
     print(
-        f"\n{result['run']}: {result['requests']} requests, {result['latency_ms']:g} ms latency:"
+        f"\n{result['run']}: {result['requests']} requests, {result['latency_ms']:g} ms latency,"
+        f" rates x{result['rate_scale']:g}:"
         f" wall {result['wall_seconds']:.1f} s, floor {result['floor_seconds']:.1f} s"
         f" ({result['wall_seconds'] / result['floor_seconds']:.2f}x);"
         f" Monetate {result['monetate_status_checks']} status checks for"
@@ -278,6 +313,13 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=150.0)
     parser.add_argument("--job-seconds", type=float, default=1.0)
     parser.add_argument("--runs", default="sqlite:1,postgresql:1,postgresql:3")
+    parser.add_argument(
+        "--rate-scale",
+        type=float,
+        default=1.0,
+        help="multiply Voyado's submission rate and Monetate's status rate (and the calls in"
+        " flight they need) by this: rates that one process cannot reach",
+    )
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
