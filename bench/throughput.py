@@ -307,6 +307,17 @@ def print_run(result: dict[str, Any]) -> None:
             print(f"  {fig.vendor} {fig.name}: {' '.join(map(str, fig.per_second))}")
 
 
+def positive(text: str) -> float:
+    """A command-line number above zero (argparse says what was wrong, in one line)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above zero, not {text}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
     parser.add_argument("--requests", type=int, default=2000)
@@ -315,7 +326,7 @@ def main() -> None:
     parser.add_argument("--runs", default="sqlite:1,postgresql:1,postgresql:3")
     parser.add_argument(
         "--rate-scale",
-        type=float,
+        type=positive,
         default=1.0,
         help="multiply Voyado's submission rate and Monetate's status rate (and the calls in"
         " flight they need) by this: rates that one process cannot reach",

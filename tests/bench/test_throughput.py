@@ -1,6 +1,17 @@
 """The vendor-throughput benchmark's settings: what `--rate-scale` changes."""
 
-from bench.throughput import MOST_IN_FLIGHT, VENDORS, operations, per_process, scaled_vendors
+import argparse
+
+import pytest
+
+from bench.throughput import (
+    MOST_IN_FLIGHT,
+    VENDORS,
+    operations,
+    per_process,
+    positive,
+    scaled_vendors,
+)
 from consumer.config import VendorSettings
 
 
@@ -32,3 +43,10 @@ def test_each_process_gets_its_share_of_the_calls_in_flight_within_the_limit() -
 def test_the_limit_is_the_configurations() -> None:
     limits = VendorSettings.model_fields["max_in_flight"].metadata
     assert any(getattr(limit, "le", None) == MOST_IN_FLIGHT for limit in limits)
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "four"])
+def test_a_scale_must_be_a_number_above_zero(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive(text)
+    assert positive("2.5") == 2.5
