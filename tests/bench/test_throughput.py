@@ -49,4 +49,7 @@ def test_the_limit_is_the_configurations() -> None:
 def test_a_scale_must_be_a_number_above_zero(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         positive(text)
+
+
+def test_a_scale_above_zero_is_taken_as_given() -> None:
     assert positive("2.5") == 2.5
